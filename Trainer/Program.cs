@@ -1,1 +1,3 @@
-Console.WriteLine(TorchSharp.torch.ones(3).sum().item<float>());
+using Retrieval.Trainer.Cli;
+
+return await TrainerCommands.Build().Parse(args).InvokeAsync();

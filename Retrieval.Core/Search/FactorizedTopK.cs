@@ -56,6 +56,37 @@ public static class FactorizedTopK
         return higher;
     }
 
+    /// <summary>
+    /// The same count for a ranking that ignores the query (a score per catalogue row, such as the most-popular
+    /// baseline's training counts): rows scoring strictly higher than the true row.
+    /// </summary>
+    public static int[] HigherCounts(ReadOnlySpan<float> rowScores, ReadOnlySpan<int> trueRows)
+    {
+        var sorted = rowScores.ToArray();
+        Array.Sort(sorted);
+        var higher = new int[trueRows.Length];
+        for (int i = 0; i < trueRows.Length; i++)
+        {
+            float truth = rowScores[trueRows[i]];
+            // Index of the first score strictly greater than the truth.
+            int lo = 0, hi = sorted.Length;
+            while (lo < hi)
+            {
+                int mid = (lo + hi) >>> 1;
+                if (sorted[mid] <= truth)
+                {
+                    lo = mid + 1;
+                }
+                else
+                {
+                    hi = mid;
+                }
+            }
+            higher[i] = sorted.Length - lo;
+        }
+        return higher;
+    }
+
     public static TopKAccuracy Accuracy(IReadOnlyList<int> higherCounts, IReadOnlyList<int>? ks = null)
     {
         ks ??= TopKAccuracy.DefaultKs;

@@ -1,0 +1,110 @@
+using System.CommandLine;
+using Retrieval.Core.Data;
+using Retrieval.Core.Features;
+using Retrieval.Trainer.Training;
+
+namespace Retrieval.Trainer.Cli;
+
+/// <summary>The command-line options shared by train and ablate, and their binding to <see cref="TrainingOptions"/>.</summary>
+public sealed class TrainingOptionSet
+{
+    public Option<string?> DataDir { get; } = new("--data-dir")
+    {
+        Description = $"MovieLens folder (100k, 1M or CSV layout). Else ${DataLocator.EnvironmentVariable}, then the cache " +
+            $"({DataLocator.CacheDirectory}); ml-100k is downloaded there when missing and a network is available",
+        HelpName = "DIR",
+    };
+
+    public Option<string> QueryFeatures { get; } = new("--query-features")
+    {
+        Description = $"Query tower features, comma-separated: {string.Join(", ", FeatureCatalog.QueryFeatureNames)} " +
+            "(timestamp = timestamp_bucket + timestamp_norm, the tutorial's use_timestamps)",
+        DefaultValueFactory = _ => "user_id",
+        HelpName = "LIST",
+    };
+
+    public Option<string> CandidateFeatures { get; } = new("--candidate-features")
+    {
+        Description = $"Candidate tower features: {string.Join(", ", FeatureCatalog.CandidateFeatureNames)}",
+        DefaultValueFactory = _ => "movie_title,title_text",
+        HelpName = "LIST",
+    };
+
+    public Option<string> Split { get; } = new("--split")
+    {
+        Description = "random (shuffled with --split-seed, as the tutorial) or chronological (earliest ratings train)",
+        DefaultValueFactory = _ => "random",
+    };
+
+    public Option<int> SplitSeed { get; } = new("--split-seed") { Description = "Seed of the random split", DefaultValueFactory = _ => 42 };
+    public Option<double> TrainFraction { get; } = new("--train-fraction") { Description = "Share of ratings that train", DefaultValueFactory = _ => 0.8 };
+    public Option<int> Seed { get; } = new("--seed") { Description = "Seed of weight initialisation and batch order", DefaultValueFactory = _ => 42 };
+    public Option<int> Epochs { get; } = new("--epochs") { Description = "Passes over the training rows", DefaultValueFactory = _ => 3 };
+    public Option<int> BatchSize { get; } = new("--batch-size") { Description = "Examples per step (in-batch negatives)", DefaultValueFactory = _ => 2048 };
+    public Option<double> LearningRate { get; } = new("--learning-rate") { Description = "Adagrad learning rate", DefaultValueFactory = _ => 0.1 };
+    public Option<int> EmbeddingDim { get; } = new("--embedding-dim") { Description = "Size of each feature embedding", DefaultValueFactory = _ => 32 };
+    public Option<int> OutputDim { get; } = new("--output-dim") { Description = "Size of the towers' output (the searched space)", DefaultValueFactory = _ => 32 };
+
+    public Option<string> HiddenLayers { get; } = new("--hidden-layers")
+    {
+        Description = "Hidden ReLU layer sizes before each tower's output, comma-separated (none by default)",
+        DefaultValueFactory = _ => "",
+        HelpName = "SIZES",
+    };
+
+    public Option<int> TimestampBuckets { get; } = new("--timestamp-buckets") { Description = "Boundaries of timestamp_bucket", DefaultValueFactory = _ => 1000 };
+    public Option<int> MaxTokens { get; } = new("--max-tokens") { Description = "Title text vocabulary cap (with padding and OOV)", DefaultValueFactory = _ => 10_000 };
+
+    public Option<string> Device { get; } = new("--device")
+    {
+        Description = "auto (CUDA when available), cpu or cuda",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    public Option<int> Threads { get; } = new("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+
+    private bool _hasQueryFeatures;
+
+    public void AddTo(Command command, bool includeQueryFeatures = true)
+    {
+        command.Options.Add(DataDir);
+        _hasQueryFeatures = includeQueryFeatures;
+        if (includeQueryFeatures)
+        {
+            command.Options.Add(QueryFeatures);
+        }
+        foreach (var option in new Option[] { CandidateFeatures, Split, SplitSeed, TrainFraction, Seed, Epochs, BatchSize, LearningRate,
+            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, MaxTokens, Device, Threads })
+        {
+            command.Options.Add(option);
+        }
+    }
+
+    public TrainingOptions Bind(ParseResult result)
+    {
+        var hidden = result.GetValue(HiddenLayers) ?? "";
+        var options = new TrainingOptions
+        {
+            QueryFeatures = FeatureCatalog.ParseQuery(_hasQueryFeatures ? result.GetValue(QueryFeatures)! : "user_id"),
+            CandidateFeatures = FeatureCatalog.ParseCandidate(result.GetValue(CandidateFeatures)!),
+            Split = Retrieval.Core.Data.Split.ParseKind(result.GetValue(Split)!),
+            SplitSeed = result.GetValue(SplitSeed),
+            TrainFraction = result.GetValue(TrainFraction),
+            Seed = result.GetValue(Seed),
+            Epochs = result.GetValue(Epochs),
+            BatchSize = result.GetValue(BatchSize),
+            LearningRate = result.GetValue(LearningRate),
+            EmbeddingDim = result.GetValue(EmbeddingDim),
+            OutputDim = result.GetValue(OutputDim),
+            HiddenLayers = [.. hidden.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseSize)],
+            Features = new FeatureOptions(result.GetValue(TimestampBuckets), result.GetValue(MaxTokens)),
+            Device = result.GetValue(Device)!,
+            Threads = result.GetValue(Threads),
+        };
+        options.Validate();
+        return options;
+    }
+
+    private static int ParseSize(string s) =>
+        int.TryParse(s, out var n) && n > 0 ? n : throw new ArgumentException($"--hidden-layers: '{s}' is not a positive layer size");
+}

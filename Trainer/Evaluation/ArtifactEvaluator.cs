@@ -1,0 +1,38 @@
+using Retrieval.Core.Artifact;
+using Retrieval.Core.Data;
+using Retrieval.Core.Features;
+using Retrieval.Core.Search;
+
+namespace Retrieval.Trainer.Evaluation;
+
+/// <summary>
+/// Evaluates a published model with the services' code path: plain C# towers from the artifact, the
+/// candidate embeddings it ships, and FactorizedTopK over the whole catalogue.
+/// </summary>
+public static class ArtifactEvaluator
+{
+    public static TopKAccuracy Evaluate(ModelArtifact model, MovieLensDataset dataset, int[] rows)
+    {
+        var rowOfId = new Dictionary<int, int>();
+        for (int r = 0; r < model.Catalogue.Count; r++)
+        {
+            rowOfId.TryAdd(model.Catalogue[r].Id, r);
+        }
+        int dim = model.Manifest.OutputDim;
+        var queries = new float[(long)rows.Length * dim];
+        var truth = new int[rows.Length];
+        var ratings = dataset.Ratings;
+        Parallel.For(0, rows.Length, i =>
+        {
+            int r = rows[i];
+            model.QueryTower.Embed(new QueryInput(ratings.UserIds[r], ratings.Timestamps[r]), queries.AsSpan(i * dim, dim));
+        });
+        for (int i = 0; i < rows.Length; i++)
+        {
+            int movie = ratings.MovieIds[rows[i]];
+            truth[i] = rowOfId.TryGetValue(movie, out var row) ? row
+                : throw new InvalidDataException($"movie {movie} of the data is not in the model's catalogue; was the model trained on other data?");
+        }
+        return FactorizedTopK.Evaluate(model.Candidates, queries, truth);
+    }
+}

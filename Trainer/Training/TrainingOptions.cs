@@ -1,0 +1,77 @@
+using System.Text.Json.Nodes;
+using Retrieval.Core.Data;
+using Retrieval.Core.Features;
+
+namespace Retrieval.Trainer.Training;
+
+/// <summary>Everything that decides a training run. Defaults are the TFRS context-features tutorial's.</summary>
+public sealed record TrainingOptions
+{
+    public IReadOnlyList<string> QueryFeatures { get; init; } = FeatureCatalog.DefaultQueryFeatures;
+    public IReadOnlyList<string> CandidateFeatures { get; init; } = FeatureCatalog.DefaultCandidateFeatures;
+    public SplitKind Split { get; init; } = SplitKind.Random;
+    public int SplitSeed { get; init; } = 42;
+    public double TrainFraction { get; init; } = 0.8;
+
+    /// <summary>Seeds the weight initialisation and the batch order.</summary>
+    public int Seed { get; init; } = 42;
+
+    public int Epochs { get; init; } = 3;
+    public int BatchSize { get; init; } = 2048;
+    public double LearningRate { get; init; } = 0.1;
+    public int EmbeddingDim { get; init; } = 32;
+    public int OutputDim { get; init; } = 32;
+
+    /// <summary>Hidden ReLU layers before each tower's output projection (none in the tutorial).</summary>
+    public IReadOnlyList<int> HiddenLayers { get; init; } = [];
+
+    public FeatureOptions Features { get; init; } = new();
+
+    /// <summary>auto (CUDA when available), cpu or cuda.</summary>
+    public string Device { get; init; } = "auto";
+
+    /// <summary>CPU threads for TorchSharp and evaluation; 0 = all cores.</summary>
+    public int Threads { get; init; }
+
+    public void Validate()
+    {
+        Check(Epochs >= 1, $"--epochs must be at least 1, got {Epochs}");
+        Check(BatchSize >= 2, $"--batch-size must be at least 2 (in-batch negatives need company), got {BatchSize}");
+        Check(LearningRate > 0 && double.IsFinite(LearningRate), $"--learning-rate must be positive, got {LearningRate}");
+        Check(EmbeddingDim >= 1 && OutputDim >= 1, "--embedding-dim and --output-dim must be at least 1");
+        Check(TrainFraction is > 0 and < 1, $"--train-fraction must be between 0 and 1, got {TrainFraction}");
+        Check(HiddenLayers.All(h => h >= 1), "--hidden-layers sizes must be at least 1");
+        Check(Threads >= 0, "--threads must be 0 (all cores) or more");
+        Check(Device is "auto" or "cpu" or "cuda", $"--device must be auto, cpu or cuda, got {Device}");
+    }
+
+    private static void Check(bool ok, string message)
+    {
+        if (!ok)
+        {
+            throw new ArgumentException(message);
+        }
+    }
+
+    public string FeatureSetName => FeatureCatalog.Describe(QueryFeatures);
+
+    public JsonObject ToJson() => new()
+    {
+        ["queryFeatures"] = string.Join(',', QueryFeatures),
+        ["candidateFeatures"] = string.Join(',', CandidateFeatures),
+        ["split"] = Retrieval.Core.Data.Split.Name(Split),
+        ["splitSeed"] = SplitSeed,
+        ["trainFraction"] = TrainFraction,
+        ["seed"] = Seed,
+        ["epochs"] = Epochs,
+        ["batchSize"] = BatchSize,
+        ["optimizer"] = "adagrad",
+        ["learningRate"] = LearningRate,
+        ["embeddingDim"] = EmbeddingDim,
+        ["outputDim"] = OutputDim,
+        ["hiddenLayers"] = string.Join(',', HiddenLayers),
+        ["timestampBuckets"] = Features.TimestampBuckets,
+        ["maxTokens"] = Features.MaxTokens,
+        ["loss"] = "in-batch softmax cross-entropy, summed (tfrs.tasks.Retrieval)",
+    };
+}
