@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using Retrieval.Core.Features;
 using Retrieval.Core.Inference;
 using Retrieval.Core.Search;
@@ -29,6 +30,7 @@ public sealed class TwoTowerModel : IDisposable
     private readonly TorchTower<QueryInput> _query;
     private readonly TorchTower<Retrieval.Core.Data.Movie> _candidate;
     private readonly Tensor _movieRows;
+    private readonly InBatchSoftmax _loss = new();
 
     public TwoTowerModel(TrainingData data, TrainingOptions options, Device device)
     {
@@ -50,10 +52,6 @@ public sealed class TwoTowerModel : IDisposable
         var order = new Random(_options.Seed + 1);
         var perm = new long[n];
         using var optimizer = new KerasAdagrad(_query.Parameters().Concat(_candidate.Parameters()), _options.LearningRate);
-        // With a catalogue smaller than a batch it is cheaper to run the candidate tower once over all rows and
-        // gather; the result and its gradient are the same as running it on the batch's rows.
-        bool wholeCatalogue = _candidate.Rows <= batchSize;
-        using var allRows = arange(_candidate.Rows, int64, _device);
         var epochs = new List<EpochResult>();
         var total = Stopwatch.StartNew();
         var lastReport = Stopwatch.StartNew();
@@ -73,15 +71,12 @@ public sealed class TwoTowerModel : IDisposable
                 using var scope = NewDisposeScope();
                 int start = step * batchSize, size = Math.Min(batchSize, n - start);
                 var rows = permutation.narrow(0, start, size);
+                var batch = InBatchCandidates.Of(perm.AsSpan(start, size), _data.MovieRows);
                 var q = _query.Forward(rows);
-                var movieRows = _movieRows.index_select(0, rows);
-                var c = wholeCatalogue ? _candidate.Forward(allRows).index_select(0, movieRows) : _candidate.Forward(movieRows);
-                var scores = q.matmul(c.t());
-                var loss = nn.functional.cross_entropy(scores, arange(size, int64, _device), reduction: nn.Reduction.Sum);
+                var c = _candidate.Forward(tensor(batch.Rows, int64, _device));
                 optimizer.ZeroGrad();
-                loss.backward();
+                lossSum += RetrievalLossBackward(q, c, batch);
                 optimizer.Step();
-                lossSum += loss.item<float>();
                 if (log is not null && (lastReport.Elapsed.TotalSeconds >= 2 || step == steps - 1))
                 {
                     double seen = (double)(step + 1) * batchSize;
@@ -96,12 +91,52 @@ public sealed class TwoTowerModel : IDisposable
         return new TrainingResult(epochs, total.Elapsed.TotalSeconds, (long)n * _options.Epochs);
     }
 
+    /// <summary>
+    /// The retrieval loss over the batch's in-batch logits; back-propagates it and returns its value. On the CPU
+    /// the fused <see cref="InBatchSoftmax"/> kernel computes the loss and dL/dQ, dL/dC, and the towers are
+    /// back-propagated from those; elsewhere TorchSharp's own cross-entropy computes the same loss.
+    /// </summary>
+    private double RetrievalLossBackward(Tensor q, Tensor c, InBatchCandidates batch)
+    {
+        var logits = batch.Logits(scale: 1f);
+        if (_device.type != DeviceType.CPU)
+        {
+            return RetrievalLossBackwardTorch(q, c, batch, logits);
+        }
+        int dim = (int)q.shape[1];
+        var gradQ = new float[batch.Labels.Length * dim];
+        var gradC = new float[batch.Rows.Length * dim];
+        double value = _loss.LossAndGradients(Floats(q), Floats(c), batch.Labels, dim, logits, gradQ, gradC, get_num_threads());
+        // d/dθ of Σ q·gradQ + Σ c·gradC is exactly the loss gradient flowing into the towers.
+        var surrogate = (q * tensor(gradQ, [batch.Labels.Length, dim], float32, _device)).sum()
+            + (c * tensor(gradC, [batch.Rows.Length, dim], float32, _device)).sum();
+        surrogate.backward();
+        return value;
+    }
+
+    /// <summary>A contiguous CPU tensor's values, without the element-by-element copy of <c>data&lt;float&gt;()</c>.</summary>
+    private static ReadOnlySpan<float> Floats(Tensor t) => MemoryMarshal.Cast<byte, float>(t.detach().contiguous().bytes);
+
+    private double RetrievalLossBackwardTorch(Tensor q, Tensor c, InBatchCandidates batch, LogitAdjustments adjust)
+    {
+        var labels = tensor(batch.Labels.Select(l => (long)l).ToArray(), int64, _device);
+        var columnBias = tensor(adjust.ColumnBias, float32, _device);
+        var labelDelta = tensor(adjust.LabelColumnBias.Zip(adjust.ColumnBias, (a, b) => a - b).ToArray(), float32, _device);
+        var logits = q.matmul(c.t()) * adjust.Scale + columnBias;
+        logits = logits.scatter_add(1, labels.unsqueeze(1), labelDelta.index_select(0, labels).unsqueeze(1));
+        var loss = nn.functional.cross_entropy(logits, labels, reduction: nn.Reduction.Sum);
+        loss.backward();
+        // Cross-entropy's target is the label column's logit; the retrieval target differs by a constant.
+        double offset = batch.Labels.Sum(l => (double)adjust.LabelColumnBias[l] - adjust.TargetBias[l]);
+        return loss.item<float>() + offset;
+    }
+
     /// <summary>Embeddings of every catalogue row, row-major [rows, outputDim].</summary>
     public float[] CandidateEmbeddings()
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
-        return _candidate.Forward(arange(_candidate.Rows, int64, _device)).cpu().data<float>().ToArray();
+        return Floats(_candidate.Forward(arange(_candidate.Rows, int64, _device)).cpu()).ToArray();
     }
 
     /// <summary>Query embeddings of the given rating rows, row-major [rows, outputDim].</summary>
@@ -120,7 +155,7 @@ public sealed class TwoTowerModel : IDisposable
                 rows[i] = chunk[i];
             }
             var embedded = _query.Forward(tensor(rows, int64, _device)).cpu();
-            embedded.data<float>().CopyTo(result, start * _options.OutputDim);
+            Floats(embedded).CopyTo(result.AsSpan(start * _options.OutputDim));
         }
         return result;
     }

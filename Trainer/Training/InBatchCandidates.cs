@@ -1,0 +1,55 @@
+namespace Retrieval.Trainer.Training;
+
+/// <summary>
+/// A batch's candidates with duplicates folded: the distinct catalogue rows (the softmax columns), how many
+/// examples of the batch each stands for, and each example's column. In-batch softmax over B columns equals
+/// softmax over the distinct columns with log(count) added to their logits, so the towers and the loss only
+/// do the distinct work (a batch of 2048 MovieLens ratings holds about 800 distinct movies).
+/// </summary>
+public sealed class InBatchCandidates
+{
+    private InBatchCandidates(long[] rows, int[] counts, int[] labels)
+    {
+        Rows = rows;
+        Counts = counts;
+        Labels = labels;
+    }
+
+    /// <summary>Distinct catalogue rows, in order of first appearance.</summary>
+    public long[] Rows { get; }
+
+    /// <summary>Examples in the batch whose candidate is each distinct row.</summary>
+    public int[] Counts { get; }
+
+    /// <summary>For each example, the index of its candidate in <see cref="Rows"/>.</summary>
+    public int[] Labels { get; }
+
+    public static InBatchCandidates Of(ReadOnlySpan<long> examples, int[] movieRowOfExample)
+    {
+        var column = new Dictionary<int, int>(examples.Length);
+        var rows = new List<long>(examples.Length);
+        var counts = new List<int>(examples.Length);
+        var labels = new int[examples.Length];
+        for (int i = 0; i < examples.Length; i++)
+        {
+            int movie = movieRowOfExample[examples[i]];
+            if (!column.TryGetValue(movie, out int j))
+            {
+                j = rows.Count;
+                column[movie] = j;
+                rows.Add(movie);
+                counts.Add(0);
+            }
+            counts[j]++;
+            labels[i] = j;
+        }
+        return new InBatchCandidates([.. rows], [.. counts], labels);
+    }
+
+    /// <summary>The tutorial's logits: every duplicate column counted (log n), no correction.</summary>
+    public LogitAdjustments Logits(float scale)
+    {
+        var logCount = Counts.Select(n => MathF.Log(n)).ToArray();
+        return new LogitAdjustments(scale, logCount, logCount, new float[Counts.Length]);
+    }
+}
