@@ -354,7 +354,8 @@ public static class MovieLensLoader
             }
             _hash.AppendData(Encoding.UTF8.GetBytes(Path.GetFileName(file)));
             _hash.AppendData(bytes);
-            return Enumerate(file, encoding.GetString(bytes));
+            var text = encoding.GetString(bytes);
+            return Enumerate(file, text.Length > 0 && text[0] == '\uFEFF' ? text[1..] : text); // a UTF-8 byte-order mark is not data
         }
 
         private IEnumerable<(string, int)> Enumerate(string file, string text)

@@ -23,12 +23,14 @@ public sealed record SampleOptions(int Users = 600, int Movies = 800, int Rating
 /// Writes MovieLens-100k-format files (u.data, u.item, u.user, u.genre) with planted structure, so that a
 /// model can learn something and the timestamp feature measurably helps:
 /// users have tastes over latent topics (each movie has one), movies are released during the period and
-/// their popularity decays after release, and each user rates in a short burst of time, choosing among the
-/// movies that are popular then. Titles carry topic words, so the title text is informative too.
+/// their popularity decays after release, and each user rates in short bursts of time, choosing among the
+/// movies that are popular then. Each user comes back in a few bursts across the period, so a user's id alone
+/// cannot tell when they rate: the timestamp can. Titles carry topic words, so the title text is informative too.
 /// </summary>
 public static class SampleGenerator
 {
     private const int Topics = 8;
+    private const int BurstsPerUser = 3;
     private static readonly DateTime Start = new(1997, 9, 20, 0, 0, 0, DateTimeKind.Utc);
     private static readonly DateTime End = new(1998, 4, 22, 0, 0, 0, DateTimeKind.Utc);
 
@@ -101,7 +103,7 @@ public static class SampleGenerator
         // Users: a taste over topics (mostly one or two), an activity level, a short burst of rating time.
         var taste = new double[options.Users][];
         var activity = new double[options.Users];
-        var burstStart = new double[options.Users];
+        var burstStart = new double[options.Users][];
         var user = new StringBuilder();
         for (int u = 0; u < options.Users; u++)
         {
@@ -112,7 +114,7 @@ public static class SampleGenerator
                 taste[u][t] = 0.2 + (t == favourite ? 6 : 0) + (t == second ? 2.5 : 0);
             }
             activity[u] = 1.0 / Math.Pow(1 + rng.Next(options.Users), 0.6);
-            burstStart[u] = rng.NextDouble() * span * 0.95;
+            burstStart[u] = [.. Enumerable.Range(0, BurstsPerUser).Select(_ => rng.NextDouble() * span * 0.97)];
             int age = 15 + rng.Next(50);
             user.Append(CultureInfo.InvariantCulture,
                 $"{u + 1}|{age}|{(rng.Next(2) == 0 ? "M" : "F")}|{Occupations[rng.Next(Occupations.Length)]}|{10000 + rng.Next(89999)}\n");
@@ -125,12 +127,12 @@ public static class SampleGenerator
         for (int r = 0; r < options.Ratings; r++)
         {
             int u = Draw(userCumulative, rng);
-            double t = Math.Min(span - 1, burstStart[u] + rng.NextDouble() * span * 0.05);
+            double t = Math.Min(span - 1, burstStart[u][rng.Next(BurstsPerUser)] + rng.NextDouble() * span * 0.03);
             for (int m = 0; m < options.Movies; m++)
             {
-                // Popularity rises at release and decays over about a month; before release a movie is rarely seen.
+                // Popularity rises at release and decays over about three weeks; before release a movie is rarely seen.
                 double age = t - release[m];
-                double trend = age < 0 ? 0.02 : 0.15 + Math.Exp(-age / (span / 6));
+                double trend = age < 0 ? 0.01 : 0.05 + Math.Exp(-age / (span / 8));
                 weights[m] = basePopularity[m] * trend * taste[u][topic[m]];
             }
             var cumulative = Cumulative(weights);

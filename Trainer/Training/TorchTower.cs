@@ -84,12 +84,35 @@ public sealed class TorchTower<TInput> : IDisposable
     }
 
     /// <summary>The tower's output for the given rows (int64 tensor on the tower's device).</summary>
-    public Tensor Forward(Tensor rows)
+    public Tensor Forward(Tensor rows) => Forward([.. _features.Select(f => f.Encoded.index_select(0, rows))]);
+
+    /// <summary>The tower's output for inputs that are not rows of the training data (for example unseen users).</summary>
+    public float[] Embed(IReadOnlyList<TInput> inputs)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var device = _layers[0].Weight.device;
+        var encoded = _features.Select(f =>
+        {
+            var e = new EncodedFeature<TInput>(f.Feature, inputs.Count, i => inputs[i]);
+            if (f.Feature.Encoding == FeatureEncoding.Numeric)
+            {
+                return tensor(e.Values!, [inputs.Count, f.Feature.Width], float32, device);
+            }
+            var indices = tensor(e.Indices!, [inputs.Count, f.Feature.Width], int64, device);
+            return f.Feature.Encoding == FeatureEncoding.Index ? indices.squeeze(1) : indices;
+        }).ToList();
+        return Forward(encoded).cpu().data<float>().ToArray();
+    }
+
+    /// <summary>The tower's output given each feature's encoded input ([batch] indices, [batch, width] bags or values).</summary>
+    private Tensor Forward(IReadOnlyList<Tensor> inputs)
     {
         var parts = new List<Tensor>(_features.Count);
-        foreach (var (feature, table, encoded) in _features)
+        for (int f = 0; f < _features.Count; f++)
         {
-            var x = encoded.index_select(0, rows);
+            var (feature, table, _) = _features[f];
+            var x = inputs[f];
             switch (feature.Encoding)
             {
                 case FeatureEncoding.Index:

@@ -170,6 +170,12 @@ public sealed class TwoTowerModel : IDisposable
         return FactorizedTopK.Evaluate(candidates, queries, truth);
     }
 
+    /// <summary>Query embeddings computed by the TorchSharp tower for arbitrary inputs, row-major.</summary>
+    public float[] EmbedQueries(IReadOnlyList<QueryInput> inputs) => _query.Embed(inputs);
+
+    /// <summary>Candidate embeddings computed by the TorchSharp tower for arbitrary movies, row-major.</summary>
+    public float[] EmbedCandidates(IReadOnlyList<Retrieval.Core.Data.Movie> movies) => _candidate.Embed(movies);
+
     public (Tower<QueryInput> Query, Tower<Retrieval.Core.Data.Movie> Candidate) Export() => (_query.Export(), _candidate.Export());
 
     public void Dispose()

@@ -1,0 +1,58 @@
+using Retrieval.Core.Data;
+using Retrieval.Core.Features;
+using Retrieval.Trainer.Training;
+using TorchSharp;
+
+namespace Retrieval.Trainer.Tests;
+
+public class TowerParityTests(SampleData sample) : IClassFixture<SampleData>
+{
+    [Theory]
+    [InlineData("user_id", "")]
+    [InlineData("user_id,timestamp", "")]
+    [InlineData("user_id,timestamp", "16")] // a hidden ReLU layer
+    public void PlainCSharpTowers_EqualTorchSharpTowers(string queryFeatures, string hidden)
+    {
+        var options = new TrainingOptions
+        {
+            QueryFeatures = FeatureCatalog.ParseQuery(queryFeatures),
+            HiddenLayers = [.. hidden.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)],
+            Epochs = 1,
+            BatchSize = 512,
+            Features = new FeatureOptions(TimestampBuckets: 50),
+        };
+        var data = TrainingData.Prepare(sample.Dataset, options);
+        using var model = new TwoTowerModel(data, options, torch.CPU);
+        model.Train();
+        var (query, candidate) = model.Export();
+
+        var ratings = sample.Dataset.Ratings;
+        long min = ratings.Timestamps.Min(), max = ratings.Timestamps.Max();
+        var inputs = Enumerable.Range(0, 500).Select(i => new QueryInput(ratings.UserIds[i * 37], ratings.Timestamps[i * 37])).ToList();
+        inputs.Add(new QueryInput("never-seen-user", min));          // out-of-vocabulary row
+        inputs.Add(new QueryInput("1", min - 86_400 * 365));          // before the training range: first bucket
+        inputs.Add(new QueryInput("2", max + 86_400 * 365 * 10));     // far after it: last bucket
+        inputs.Add(new QueryInput("", 0));
+        var torchQueries = model.EmbedQueries(inputs);
+        int dim = query.OutputDim;
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            var plain = query.Embed(inputs[i]);
+            for (int d = 0; d < dim; d++)
+            {
+                Assert.Equal(torchQueries[i * dim + d], plain[d], 1e-5f);
+            }
+        }
+
+        var movies = sample.Dataset.Movies.Append(new Movie(-1, "An Unseen Title With Unknown Wörds (2031)", [], 2031)).ToList();
+        var torchCandidates = model.EmbedCandidates(movies);
+        for (int m = 0; m < movies.Count; m++)
+        {
+            var plain = candidate.Embed(movies[m]);
+            for (int d = 0; d < dim; d++)
+            {
+                Assert.Equal(torchCandidates[m * dim + d], plain[d], 1e-5f);
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+using Retrieval.Core.Features;
+using Retrieval.Trainer.Ablation;
+using Retrieval.Trainer.Evaluation;
+using Retrieval.Trainer.Training;
+using TorchSharp;
+
+namespace Retrieval.Trainer.Tests;
+
+public class TrainingTests(SampleData sample) : IClassFixture<SampleData>
+{
+    private static TrainingOptions Options(string features) => new()
+    {
+        QueryFeatures = FeatureCatalog.ParseQuery(features),
+        Epochs = 5,
+        BatchSize = 256,
+        Features = new FeatureOptions(TimestampBuckets: 50),
+    };
+
+    [Fact]
+    public void Training_BeatsRandomRetrievalByAWideMargin_AndLowersTheLoss()
+    {
+        var options = Options("user_id");
+        using var run = TrainRun.Execute(TrainingData.Prepare(sample.Dataset, options), options, torch.CPU);
+        double random = 100.0 / sample.Dataset.Movies.Count; // expected top-100 of a random ranking
+        Assert.True(run.Test[100] > 1.8 * random, $"test top-100 {run.Test[100]:F3} vs random {random:F3}");
+        Assert.True(run.Train![100] > run.Test[100] - 0.02, "the model fits its training rows at least as well as unseen ones");
+        var losses = run.Training.Epochs.Select(e => e.MeanBatchLoss).ToList();
+        Assert.True(losses[^1] < losses[0] * 0.95, $"loss went {losses[0]:F1} -> {losses[^1]:F1}");
+    }
+
+    [Fact]
+    public void Ablation_ShowsThePlantedTimestampSignal_AndReportsMostPopular()
+    {
+        var rows = AblationRunner.Run(sample.Dataset, Options("user_id"),
+            [FeatureCatalog.ParseQuery("user_id"), FeatureCatalog.ParseQuery("user_id,timestamp")],
+            [Retrieval.Core.Data.SplitKind.Random], [1, 2], torch.CPU, _ => { });
+        Assert.Equal(["most-popular", "user_id", "user_id,timestamp"], rows.Select(r => r.FeatureSet));
+        double ids = rows[1].TestSummary(100).Mean, withTime = rows[2].TestSummary(100).Mean;
+        Assert.True(withTime > ids + 0.04, $"timestamps should help on data whose popularity moves with time: {ids:F3} -> {withTime:F3}");
+        Assert.True(withTime > rows[0].TestSummary(100).Mean, "the model beats the most-popular list on this data");
+        Assert.Equal([1, 2], rows[1].Seeds);
+    }
+
+    [Fact]
+    public void MostPopular_RanksByTrainingCounts()
+    {
+        var data = TrainingData.Prepare(sample.Dataset, Options("user_id"));
+        var (train, test) = MostPopular.Evaluate(data);
+        var counts = data.TrainingCounts();
+        // A test row of the single most popular movie is a hit at k = 1.
+        int best = Array.IndexOf(counts, counts.Max());
+        double share = data.Split.Test.Count(r => data.MovieRows[r] == best) / (double)data.Split.Test.Length;
+        Assert.True(test[1] >= share - 1e-9);
+        Assert.InRange(train[100], 0.0, 1.0);
+        Assert.Equal(sample.Dataset.Movies[best].Id, data.PopularMovieIds(1)[0]);
+    }
+
+    [SkippableFact]
+    public void Training_OnCuda_MatchesTheCpuResult()
+    {
+        Skip.IfNot(torch.cuda.is_available(), "needs a CUDA GPU and a CUDA libtorch build (-p:TorchBackend=cuda-linux); its CPU twin is Training_BeatsRandomRetrievalByAWideMargin_AndLowersTheLoss");
+        var options = Options("user_id,timestamp");
+        var data = TrainingData.Prepare(sample.Dataset, options);
+        using var cpu = TrainRun.Execute(data, options, torch.CPU, evaluateTrain: false);
+        using var cuda = TrainRun.Execute(data, options, torch.CUDA, evaluateTrain: false);
+        Assert.Equal(cpu.Test[100], cuda.Test[100], 0.03);
+    }
+}
