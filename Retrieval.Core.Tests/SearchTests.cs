@@ -80,7 +80,7 @@ public class SearchTests
         var query = Gaussian(dim, 6);
         var best = new ScoredCandidate[10];
         ExactSearch.TopK(candidates, query, 10, best);
-        var exclusions = new Exclusions(n);
+        using var exclusions = new Exclusions(n);
         var excluded = new HashSet<int> { best[0].Row, best[3].Row, 1999 };
         foreach (var r in excluded)
         {
@@ -112,5 +112,35 @@ public class SearchTests
         using var candidates = new CandidateMatrix(counts, 1, [.. Enumerable.Range(0, counts.Length)]);
         var ones = Enumerable.Repeat(1f, truth.Length).ToArray();
         Assert.Equal(FactorizedTopK.HigherCounts(candidates, ones, truth), FactorizedTopK.HigherCounts(counts, truth));
+    }
+
+    [Fact]
+    public void TopK_ParallelSlices_MatchSingleThread()
+    {
+        int n = ExactSearch.ParallelThreshold * 2 + 123, dim = 32;
+        var data = Gaussian(n * dim, 11);
+        var ids = Enumerable.Range(0, n).Select(i => n - i).ToArray();
+        using var candidates = new CandidateMatrix(data, dim, ids);
+        var query = Gaussian(dim, 12);
+        var single = new ScoredCandidate[100];
+        var parallel = new ScoredCandidate[100];
+        ExactSearch.TopK(candidates, query, 100, single, parallelism: 1);
+        ExactSearch.TopK(candidates, query, 100, parallel, parallelism: 4);
+        Assert.Equal(single, parallel);
+    }
+
+    [Fact]
+    public void Exclusions_AreClearedWhenReturnedToThePool()
+    {
+        using (var first = new Exclusions(1000))
+        {
+            first.Add(5);
+            first.Add(999);
+            first.Add(5);
+            Assert.Equal(2, first.Count);
+        }
+        using var second = new Exclusions(1000);
+        Assert.False(second.Contains(5));
+        Assert.False(second.Contains(999));
     }
 }

@@ -1,0 +1,221 @@
+using System.Buffers;
+using System.Diagnostics;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Microsoft.Extensions.Options;
+using Retrieval.CandidateTower.Search;
+using Retrieval.Core.Search;
+using Retrieval.Core.Serving;
+using Retrieval.V1;
+
+namespace Retrieval.CandidateTower.Grpc;
+
+/// <summary>
+/// retrieval.v1.CandidateTower: exact top-K over the candidate embeddings of a loaded model version. Every request
+/// holds a lease on the version it searches, so a rollout never changes a version under it.
+/// </summary>
+public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOptions> options, SearchMetrics metrics,
+    ILogger<CandidateTowerService> log) : V1.CandidateTower.CandidateTowerBase
+{
+    public const string VersionHeader = "retrieval-model-version";
+    private const string IndexKind = "exact-flat-ip";
+    private readonly SearchOptions _options = options.Value;
+
+    public override async Task TopK(TopKRequest request, IServerStreamWriter<TopKResponse> responseStream, ServerCallContext context)
+    {
+        var clock = Stopwatch.StartNew();
+        string status = "OK";
+        long scanned = 0;
+        try
+        {
+            ValidateK(request.K);
+            using var lease = Acquire(request.ModelVersion);
+            var results = Search(lease.Model, request.Embedding, request.ExcludeMovieIds, request.K, "", out scanned);
+            await context.WriteResponseHeadersAsync(new Metadata { { VersionHeader, lease.Model.Version } });
+            int chunk = _options.StreamChunkSize;
+            for (int start = 0; start < results.Count || start == 0; start += chunk)
+            {
+                var message = new TopKResponse { ModelVersion = start == 0 ? lease.Model.Version : "" };
+                message.Results.AddRange(results.Skip(start).Take(chunk));
+                await responseStream.WriteAsync(message, context.CancellationToken);
+                if (results.Count == 0)
+                {
+                    break;
+                }
+            }
+        }
+        catch (RpcException e)
+        {
+            status = e.StatusCode.ToString();
+            throw;
+        }
+        finally
+        {
+            metrics.Record("TopK", status, clock.Elapsed.TotalMilliseconds, scanned);
+        }
+    }
+
+    public override Task<BatchTopKResponse> BatchTopK(BatchTopKRequest request, ServerCallContext context)
+    {
+        var clock = Stopwatch.StartNew();
+        string status = "OK";
+        long scanned = 0;
+        try
+        {
+            if (request.Queries.Count == 0)
+            {
+                throw Invalid("queries must not be empty");
+            }
+            if (request.Queries.Count > _options.MaxBatchQueries)
+            {
+                throw Invalid($"queries has {request.Queries.Count} entries; at most {_options.MaxBatchQueries} per call");
+            }
+            ValidateK(request.K);
+            using var lease = Acquire(request.ModelVersion);
+            var response = new BatchTopKResponse { ModelVersion = lease.Model.Version };
+            var lists = new List<ScoredMovie>[request.Queries.Count];
+            var counts = new long[request.Queries.Count];
+            // Validate every query first so a bad one fails the call before any work.
+            for (int i = 0; i < request.Queries.Count; i++)
+            {
+                ValidateQuery(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, $"queries[{i}].");
+            }
+            Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = _options.EffectiveParallelism }, i =>
+                lists[i] = Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K, $"queries[{i}].", out counts[i], parallelism: 1));
+            foreach (var list in lists)
+            {
+                var result = new TopKResult();
+                result.Results.AddRange(list);
+                response.Results.Add(result);
+            }
+            scanned = counts.Sum();
+            return Task.FromResult(response);
+        }
+        catch (RpcException e)
+        {
+            status = e.StatusCode.ToString();
+            throw;
+        }
+        finally
+        {
+            metrics.Record("BatchTopK", status, clock.Elapsed.TotalMilliseconds, scanned);
+        }
+    }
+
+    public override Task<IndexInfo> GetIndexInfo(GetIndexInfoRequest request, ServerCallContext context)
+    {
+        var info = new IndexInfo { CurrentVersion = models.Current?.Version ?? "", ReloadFailures = models.ReloadFailures };
+        foreach (var model in models.Loaded)
+        {
+            var loaded = new LoadedVersion
+            {
+                ModelVersion = model.Version,
+                Candidates = model.Artifact.Candidates.Count,
+                Dimension = model.Artifact.Candidates.Dim,
+                IndexKind = IndexKind,
+                LoadedAt = Timestamp.FromDateTimeOffset(model.LoadedAt),
+                Current = model == models.Current,
+            };
+            if (model.RetireAt is { } retire)
+            {
+                loaded.RetireAt = Timestamp.FromDateTimeOffset(retire);
+            }
+            info.Versions.Add(loaded);
+        }
+        return Task.FromResult(info);
+    }
+
+    public override Task<PingResponse> Ping(PingRequest request, ServerCallContext context) =>
+        Task.FromResult(new PingResponse { Payload = request.Payload });
+
+    private ModelLease Acquire(string version)
+    {
+        if (models.TryAcquire(version, out var reason) is { } lease)
+        {
+            return lease;
+        }
+        throw new RpcException(new Status(models.Current is null ? StatusCode.Unavailable : StatusCode.FailedPrecondition, reason));
+    }
+
+    private void ValidateK(int k)
+    {
+        if (k < 1 || k > _options.MaxK)
+        {
+            throw Invalid($"k must be between 1 and {_options.MaxK}, got {k}");
+        }
+    }
+
+    private void ValidateQuery(LoadedModel model, IList<float> embedding, IList<int> exclusions, string prefix)
+    {
+        int dim = model.Artifact.Candidates.Dim;
+        if (embedding.Count == 0)
+        {
+            throw Invalid($"{prefix}embedding must not be empty; model version {model.Version} has dimension {dim}");
+        }
+        if (embedding.Count != dim)
+        {
+            throw Invalid($"{prefix}embedding has {embedding.Count} values; model version {model.Version} has dimension {dim}");
+        }
+        for (int i = 0; i < embedding.Count; i++)
+        {
+            if (!float.IsFinite(embedding[i]))
+            {
+                throw Invalid($"{prefix}embedding[{i}] is {embedding[i]}; values must be finite");
+            }
+        }
+        if (exclusions.Count > _options.MaxExclusions)
+        {
+            throw Invalid($"{prefix}exclude_movie_ids has {exclusions.Count} ids; at most {_options.MaxExclusions}");
+        }
+    }
+
+    private List<ScoredMovie> Search(LoadedModel model, IList<float> embedding, IList<int> exclusions, int k, string prefix,
+        out long scanned, int parallelism = 0)
+    {
+        ValidateQuery(model, embedding, exclusions, prefix);
+        var artifact = model.Artifact;
+        int dim = artifact.Candidates.Dim;
+        Span<float> query = dim <= 1024 ? stackalloc float[dim] : new float[dim];
+        for (int i = 0; i < dim; i++)
+        {
+            query[i] = embedding[i];
+        }
+        Exclusions? exclude = null;
+        if (exclusions.Count > 0)
+        {
+            exclude = new Exclusions(artifact.Candidates.Count, exclusions.Count);
+            foreach (var id in exclusions)
+            {
+                if (model.RowOfMovieId.TryGetValue(id, out var row))
+                {
+                    exclude.Add(row);
+                }
+            }
+        }
+        var buffer = ArrayPool<ScoredCandidate>.Shared.Rent(Math.Min(k, artifact.Candidates.Count));
+        try
+        {
+            int found = ExactSearch.TopK(artifact.Candidates, query, k, buffer, exclude,
+                parallelism > 0 ? parallelism : _options.EffectiveParallelism);
+            scanned = artifact.Candidates.Count;
+            var results = new List<ScoredMovie>(found);
+            for (int i = 0; i < found; i++)
+            {
+                var c = buffer[i];
+                results.Add(new ScoredMovie { Rank = i + 1, MovieId = c.Id, Title = artifact.Catalogue[c.Row].Title, Score = c.Score });
+            }
+            return results;
+        }
+        finally
+        {
+            ArrayPool<ScoredCandidate>.Shared.Return(buffer);
+            exclude?.Dispose();
+        }
+    }
+
+    private RpcException Invalid(string message)
+    {
+        log.LogDebug("Invalid request: {Message}", message);
+        return new RpcException(new Status(StatusCode.InvalidArgument, message));
+    }
+}

@@ -1,0 +1,106 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using OpenTelemetry.Metrics;
+using Retrieval.Core.Serving;
+
+namespace Retrieval.ServiceDefaults;
+
+/// <summary>
+/// What both gRPC services share: Kestrel endpoints as cleartext HTTP/2 (gRPC without TLS needs an HTTP/2-only
+/// endpoint) on the configured urls, the model store and its hosted start, gRPC health (SERVING once a model is
+/// loaded) and reflection, and OpenTelemetry metrics served to Prometheus on Metrics:Url (its own HTTP/1.1 listener).
+/// </summary>
+public static class ServiceDefaultsExtensions
+{
+    public static WebApplicationBuilder AddServiceDefaults(this WebApplicationBuilder builder, params string[] meters)
+    {
+        builder.WebHost.ConfigureKestrel(kestrel => kestrel.ConfigureEndpointDefaults(endpoint => endpoint.Protocols = HttpProtocols.Http2));
+
+        builder.Services.AddOptions<ModelOptions>().BindConfiguration(ModelOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<ModelOptions>>().Value;
+            return new ModelStore(new ModelStoreSettings(options.Directory, TimeSpan.FromSeconds(options.GracePeriodSeconds),
+                TimeSpan.FromSeconds(options.PollIntervalSeconds)), sp.GetRequiredService<ILoggerFactory>().CreateLogger<ModelStore>());
+        });
+        builder.Services.AddHostedService<ModelStoreHost>();
+
+        builder.Services.AddGrpcHealthChecks().AddCheck<ModelLoadedHealthCheck>("model");
+        builder.Services.AddGrpcReflection();
+
+        var metricsUrl = builder.Configuration["Metrics:Url"];
+        builder.Services.AddOpenTelemetry().WithMetrics(metrics =>
+        {
+            metrics.AddMeter(ModelStore.Meter.Name);
+            foreach (var meter in meters)
+            {
+                metrics.AddMeter(meter);
+            }
+            metrics.AddAspNetCoreInstrumentation();
+            if (!string.IsNullOrEmpty(metricsUrl))
+            {
+                // Prometheus scrapes with HTTP/1.1, which the HTTP/2-only gRPC endpoints cannot speak.
+                var uri = new Uri(metricsUrl);
+                metrics.AddPrometheusHttpListener(o =>
+                {
+                    o.Host = uri.Host;
+                    o.Port = uri.Port;
+                    o.ScrapeEndpointPath = uri.AbsolutePath == "/" ? "/metrics" : uri.AbsolutePath;
+                });
+            }
+        });
+        return builder;
+    }
+
+    public static WebApplication MapServiceDefaults(this WebApplication app)
+    {
+        app.MapGrpcHealthChecksService();
+        app.MapGrpcReflectionService();
+        return app;
+    }
+}
+
+/// <summary>SERVING only once a model version is loaded.</summary>
+public sealed class ModelLoadedHealthCheck(ModelStore store) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+        Task.FromResult(store.Current is { } model
+            ? HealthCheckResult.Healthy($"serving model version {model.Version}")
+            : HealthCheckResult.Unhealthy($"no model loaded yet from {store.Directory}"));
+}
+
+/// <summary>Starts the model store with the host, without holding up start-up: health says when a model is in.</summary>
+public sealed class ModelStoreHost(ModelStore store, ILogger<ModelStoreHost> log) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await store.StartAsync(CancellationToken.None);
+                if (store.Current is null)
+                {
+                    log.LogWarning("No model published yet in {Directory}; waiting for one (health: NOT_SERVING)", store.Directory);
+                }
+            }
+            catch (Exception e)
+            {
+                log.LogError(e, "Could not start watching {Directory}", store.Directory);
+            }
+        }, CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken)
+    {
+        store.Dispose();
+        return Task.CompletedTask;
+    }
+}
