@@ -160,7 +160,7 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
         {
             if (!float.IsFinite(embedding[i]))
             {
-                throw Invalid($"{prefix}embedding[{i}] is {embedding[i]}; values must be finite");
+                throw Invalid($"{prefix}embedding[{i}] is {(float.IsNaN(embedding[i]) ? "NaN" : "infinite")}; values must be finite");
             }
         }
         if (exclusions.Count > _options.MaxExclusions)

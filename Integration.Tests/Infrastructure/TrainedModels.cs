@@ -1,0 +1,69 @@
+using System.Text.Json.Nodes;
+using Retrieval.Core.Artifact;
+using Retrieval.Core.Data;
+
+namespace Retrieval.Integration.Tests.Infrastructure;
+
+/// <summary>
+/// Generated sample data and a model trained on it by the real trainer program, shared by a test class. Each test
+/// that changes versions copies the published version into a models folder of its own.
+/// </summary>
+public sealed class TrainedModels : IDisposable
+{
+    public TrainedModels()
+    {
+        Root = Path.Combine(Path.GetTempPath(), "retrieval-it-" + Guid.NewGuid().ToString("N")[..10]);
+        DataDirectory = Path.Combine(Root, "data");
+        SampleGenerator.Write(DataDirectory, new SampleOptions(Users: 300, Movies: 400, Ratings: 20_000, Seed: 1));
+        Dataset = MovieLensLoader.Load(DataDirectory);
+        Models = Path.Combine(Root, "models");
+        Version = Train(Models, seed: 42);
+        VersionDirectory = new ModelRepository(Models).VersionDirectory(Version);
+    }
+
+    public string Root { get; }
+    public string DataDirectory { get; }
+    public MovieLensDataset Dataset { get; }
+
+    /// <summary>The shared models folder; tests that publish more versions use <see cref="NewModelsFolder"/>.</summary>
+    public string Models { get; }
+    public string Version { get; }
+    public string VersionDirectory { get; }
+
+    /// <summary>Trains (user id + timestamp, small settings) and publishes into <paramref name="models"/>; returns the version.</summary>
+    public string Train(string models, int seed)
+    {
+        var run = Programs.Run(Programs.Trainer,
+        [
+            "train", "--data-dir", DataDirectory, "--publish", models, "--query-features", "user_id,timestamp",
+            "--epochs", "3", "--batch-size", "256", "--timestamp-buckets", "50", "--threads", "1", "--seed", seed.ToString(),
+            "--no-train-eval", "--json",
+        ]);
+        if (run.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"trainer failed ({run.ExitCode}):\n{run.Error}");
+        }
+        return JsonNode.Parse(run.LastLine)!["version"]!.GetValue<string>();
+    }
+
+    /// <summary>A fresh models folder holding a copy of the shared version as its current one.</summary>
+    public string NewModelsFolder(out string version)
+    {
+        var folder = Path.Combine(Root, "models-" + Guid.NewGuid().ToString("N")[..8]);
+        version = new ModelRepository(folder).PublishCopy(VersionDirectory);
+        return folder;
+    }
+
+    public string NewFolder(string name) => Path.Combine(Root, name + "-" + Guid.NewGuid().ToString("N")[..8]);
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

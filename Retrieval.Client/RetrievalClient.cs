@@ -1,0 +1,127 @@
+using System;
+using System.Collections.Generic;
+using System.Threading;
+using System.Threading.Tasks;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Grpc.Net.Client.Configuration;
+using Retrieval.V1;
+
+namespace Retrieval.Client;
+
+/// <summary>
+/// A typed client for the query tower service: <see cref="RecommendAsync"/> and <see cref="EmbedAsync"/> with a
+/// default deadline, the caller's cancellation, and retries of UNAVAILABLE through gRPC's own retry policy.
+/// Thread-safe; create one per process (or let <see cref="ServiceCollectionExtensions.AddRetrievalClient"/> do it).
+/// </summary>
+public sealed class RetrievalClient : IDisposable
+{
+    private readonly QueryTower.QueryTowerClient _client;
+    private readonly GrpcChannel? _ownedChannel;
+    private readonly TimeSpan _deadline;
+
+    /// <summary>Wraps a generated client, for example one made by the gRPC client factory.</summary>
+    public RetrievalClient(QueryTower.QueryTowerClient client, RetrievalClientOptions options)
+    {
+        options.Validate();
+        _client = client;
+        _deadline = options.Deadline;
+    }
+
+    private RetrievalClient(GrpcChannel channel, RetrievalClientOptions options)
+        : this(new QueryTower.QueryTowerClient(channel), options)
+    {
+        _ownedChannel = channel;
+    }
+
+    /// <summary>A client with its own channel; dispose it to close the channel.</summary>
+    public static RetrievalClient Create(RetrievalClientOptions options)
+    {
+        options.Validate();
+        return new RetrievalClient(GrpcChannel.ForAddress(options.Address, ChannelOptions(options)), options);
+    }
+
+    /// <summary>A client with its own channel to <paramref name="address"/> and default settings.</summary>
+    public static RetrievalClient Create(string address) => Create(new RetrievalClientOptions { Address = new Uri(address) });
+
+    /// <summary>Channel settings with the retry policy (UNAVAILABLE only, exponential backoff).</summary>
+    public static GrpcChannelOptions ChannelOptions(RetrievalClientOptions options) => new GrpcChannelOptions
+    {
+        ServiceConfig = ServiceConfig(options),
+    };
+
+    /// <summary>The service config carrying the retry policy for every method of the service.</summary>
+    public static ServiceConfig ServiceConfig(RetrievalClientOptions options)
+    {
+        var config = new ServiceConfig();
+        if (options.MaxAttempts > 1)
+        {
+            config.MethodConfigs.Add(new MethodConfig
+            {
+                Names = { MethodName.Default },
+                RetryPolicy = new RetryPolicy
+                {
+                    MaxAttempts = options.MaxAttempts,
+                    InitialBackoff = options.InitialBackoff,
+                    MaxBackoff = options.MaxBackoff,
+                    BackoffMultiplier = 2,
+                    RetryableStatusCodes = { StatusCode.Unavailable },
+                },
+            });
+        }
+        return config;
+    }
+
+    /// <summary>The generated client, for calls this wrapper does not cover.</summary>
+    public QueryTower.QueryTowerClient Raw => _client;
+
+    /// <summary>
+    /// Recommends <paramref name="k"/> movies for a user at a time (default now). Unknown users are not an error.
+    /// </summary>
+    /// <param name="userId">The user id of the training data (1 to 256 characters).</param>
+    /// <param name="k">How many movies (1 to the server's cap, 1,000 by default).</param>
+    /// <param name="at">When the recommendation is for; null means now.</param>
+    /// <param name="excludeMovieIds">Movie ids to leave out.</param>
+    /// <param name="excludeRated">Leave out the movies the user rated in the training data.</param>
+    /// <param name="deadline">Overrides the default deadline of this client.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>The movies best first, the model version, and whether the answer is a degraded fallback.</returns>
+    /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when no model is loaded.</exception>
+    public Task<RecommendResponse> RecommendAsync(string userId, int k = 10, DateTimeOffset? at = null,
+        IEnumerable<int>? excludeMovieIds = null, bool excludeRated = false, DateTime? deadline = null,
+        CancellationToken cancellationToken = default)
+    {
+        var request = new RecommendRequest { Context = Context(userId, at), K = k, ExcludeRated = excludeRated };
+        if (excludeMovieIds is not null)
+        {
+            request.ExcludeMovieIds.AddRange(excludeMovieIds);
+        }
+        return _client.RecommendAsync(request, Options(deadline, cancellationToken)).ResponseAsync;
+    }
+
+    /// <summary>The query embedding of a user at a time (default now), with the model version that computed it.</summary>
+    /// <param name="userId">The user id of the training data.</param>
+    /// <param name="at">When; null means now.</param>
+    /// <param name="deadline">Overrides the default deadline of this client.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    public Task<EmbedResponse> EmbedAsync(string userId, DateTimeOffset? at = null, DateTime? deadline = null,
+        CancellationToken cancellationToken = default) =>
+        _client.EmbedAsync(new EmbedRequest { Context = Context(userId, at) }, Options(deadline, cancellationToken)).ResponseAsync;
+
+    private static QueryContext Context(string userId, DateTimeOffset? at)
+    {
+        var context = new QueryContext { UserId = userId ?? "" };
+        if (at is { } time)
+        {
+            context.Timestamp = Timestamp.FromDateTimeOffset(time);
+        }
+        return context;
+    }
+
+    private CallOptions Options(DateTime? deadline, CancellationToken cancellationToken) =>
+        new CallOptions(deadline: deadline ?? DateTime.UtcNow + _deadline, cancellationToken: cancellationToken);
+
+    /// <summary>Closes the channel when this client created it.</summary>
+    public void Dispose() => _ownedChannel?.Dispose();
+}

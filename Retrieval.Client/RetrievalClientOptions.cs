@@ -1,0 +1,39 @@
+using System;
+
+namespace Retrieval.Client;
+
+/// <summary>How a <see cref="RetrievalClient"/> reaches the query tower service.</summary>
+public sealed class RetrievalClientOptions
+{
+    /// <summary>The query tower service, for example <c>http://127.0.0.1:5100</c> (cleartext HTTP/2).</summary>
+    public Uri Address { get; set; } = new Uri("http://127.0.0.1:5100");
+
+    /// <summary>Deadline of each call unless the caller gives one. The service answers within it, degraded if need be.</summary>
+    public TimeSpan Deadline { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Attempts per call (1 = no retry); retries only UNAVAILABLE, with exponential backoff.</summary>
+    public int MaxAttempts { get; set; } = 3;
+
+    /// <summary>First retry backoff; doubles per attempt up to <see cref="MaxBackoff"/>.</summary>
+    public TimeSpan InitialBackoff { get; set; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>Longest retry backoff.</summary>
+    public TimeSpan MaxBackoff { get; set; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>Checks the settings, with a message naming the one that is wrong.</summary>
+    public void Validate()
+    {
+        if (Address is null || !Address.IsAbsoluteUri)
+        {
+            throw new ArgumentException("Address must be an absolute URI such as http://127.0.0.1:5100");
+        }
+        if (Deadline <= TimeSpan.Zero)
+        {
+            throw new ArgumentException($"Deadline must be positive, got {Deadline}");
+        }
+        if (MaxAttempts < 1 || MaxAttempts > 5)
+        {
+            throw new ArgumentException($"MaxAttempts must be between 1 and 5 (gRPC's limit), got {MaxAttempts}");
+        }
+    }
+}
