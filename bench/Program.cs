@@ -17,6 +17,17 @@ train.SetAction(result => Report(TrainBenchmark.Run(result.GetValue(dataDir), re
     result.GetValue(noReference)), result.GetValue(json)));
 root.Subcommands.Add(train);
 
+var n = new Option<int>("--n") { Description = "Candidates", DefaultValueFactory = _ => 1682 };
+var dim = new Option<int>("--dim") { Description = "Embedding dimension", DefaultValueFactory = _ => 32 };
+var k = new Option<int>("--k") { Description = "Results per query", DefaultValueFactory = _ => 100 };
+var topkThreads = new Option<int>("--threads") { Description = "Threads one query may use (0 = all cores)", DefaultValueFactory = _ => 1 };
+var seconds = new Option<double>("--seconds") { Description = "Measuring time per side", DefaultValueFactory = _ => 3 };
+var noFaiss = new Option<bool>("--no-faiss") { Description = "Skip FAISS even when python3-faiss is installed" };
+var topk = new Command("topk", "Exact top-K queries per second and memory per candidate, beside FAISS IndexFlatIP") { n, dim, k, topkThreads, seconds, noFaiss };
+topk.SetAction(result => Report(TopKBenchmark.Run(result.GetValue(n), result.GetValue(dim), result.GetValue(k), result.GetValue(topkThreads),
+    result.GetValue(seconds), result.GetValue(noFaiss)), result.GetValue(json)));
+root.Subcommands.Add(topk);
+
 return await root.Parse(args).InvokeAsync();
 
 static int Report(JsonObject result, bool asJson)

@@ -1,3 +1,6 @@
+using System.Numerics;
+using System.Runtime.Intrinsics;
+
 namespace Retrieval.Core.Search;
 
 /// <summary>One search result: the catalogue row, its id and its score.</summary>
@@ -70,7 +73,7 @@ public sealed class Exclusions : IDisposable
 /// </summary>
 public static class ExactSearch
 {
-    public const int BlockSize = 1024;
+    public const int BlockSize = 2048;
 
     /// <summary>Catalogues at least this large are split across threads when parallelism allows.</summary>
     public const int ParallelThreshold = 65_536;
@@ -126,27 +129,229 @@ public static class ExactSearch
         }
     }
 
-    private static int TopKRange(CandidateMatrix candidates, ReadOnlySpan<float> query, int from, int to,
+    /// <summary>
+    /// Top-K of rows [from, to): scores a block, keeps the candidates at or above the running threshold (eight
+    /// at a time with a vector compare, so most candidates cost one comparison), and whenever 2K are kept,
+    /// selects the best K in linear time and raises the threshold to the K-th score. Kept candidates are 64-bit
+    /// rank keys (score descending, then id ascending), so selecting and sorting compare plain integers.
+    /// </summary>
+    [System.Runtime.CompilerServices.SkipLocalsInit]
+    private static unsafe int TopKRange(CandidateMatrix candidates, ReadOnlySpan<float> query, int from, int to,
         Span<ScoredCandidate> results, Exclusions? exclude)
     {
-        var heap = new TopKHeap(results);
+        int k = results.Length;
+        int capacity = 4 * k + 8;
+        var keys = System.Buffers.ArrayPool<ulong>.Shared.Rent(capacity);
+        var rows = System.Buffers.ArrayPool<int>.Shared.Rent(capacity);
+        int count = 0;
+        float threshold = float.NegativeInfinity;
         Span<float> scores = stackalloc float[BlockSize];
         var ids = candidates.Ids;
-        for (int start = from; start < to; start += BlockSize)
+        try
         {
-            int n = Math.Min(BlockSize, to - start);
-            var block = scores[..n];
-            candidates.Score(query, start, block);
-            for (int i = 0; i < n; i++)
+            fixed (float* sp = scores)
             {
-                int row = start + i;
-                if (heap.Accepts(block[i], ids[row]) && (exclude is null || !exclude.Contains(row)))
+                for (int start = from; start < to; start += BlockSize)
                 {
-                    heap.Push(new ScoredCandidate(row, ids[row], block[i]));
+                    int n = Math.Min(BlockSize, to - start);
+                    candidates.Score(query, start, scores[..n]);
+                    if (start == from)
+                    {
+                        threshold = LowerBoundOfKthBest(scores[..n], k);
+                    }
+                    int i = 0;
+                    if (Vector256.IsHardwareAccelerated)
+                    {
+                        for (; i + 8 <= n; i += 8)
+                        {
+                            uint mask = Vector256.GreaterThanOrEqual(Vector256.Load(sp + i), Vector256.Create(threshold)).ExtractMostSignificantBits();
+                            while (mask != 0)
+                            {
+                                int j = i + BitOperations.TrailingZeroCount(mask);
+                                mask &= mask - 1;
+                                Keep(start + j, sp[j]);
+                            }
+                        }
+                    }
+                    for (; i < n; i++)
+                    {
+                        if (sp[i] >= threshold)
+                        {
+                            Keep(start + i, sp[i]);
+                        }
+                    }
                 }
             }
+            count = SelectBest(keys.AsSpan(0, count), rows.AsSpan(0, count), k);
+            keys.AsSpan(0, count).Sort(rows.AsSpan(0, count));
+            for (int i = 0; i < count; i++)
+            {
+                results[i] = new ScoredCandidate(rows[i], candidates.Ids[rows[i]], ScoreOf(keys[i]));
+            }
+            return count;
         }
-        return heap.SortDescending();
+        finally
+        {
+            System.Buffers.ArrayPool<ulong>.Shared.Return(keys);
+            System.Buffers.ArrayPool<int>.Shared.Return(rows);
+        }
+
+        void Keep(int row, float score)
+        {
+            if (exclude is not null && exclude.Contains(row))
+            {
+                return;
+            }
+            keys[count] = RankKey(score, ids[row]);
+            rows[count++] = row;
+            if (count == capacity)
+            {
+                count = SelectBest(keys.AsSpan(0, count), rows.AsSpan(0, count), k);
+                threshold = ScoreOf(keys[k - 1]); // the K-th best so far: anything lower can never enter
+            }
+        }
+    }
+
+    /// <summary>
+    /// A score that at least <paramref name="k"/> of <paramref name="scores"/> reach, so it can never exclude a true
+    /// top-K candidate, found cheaply from a strided sample and then checked by counting; negative infinity when
+    /// the sample does not give one. It spares the search most of the candidates a cold threshold would keep.
+    /// </summary>
+    internal static float LowerBoundOfKthBest(ReadOnlySpan<float> scores, int k)
+    {
+        const int Samples = 64;
+        int n = scores.Length;
+        if (n < 4 * k || n < 4 * Samples)
+        {
+            return float.NegativeInfinity;
+        }
+        Span<float> sample = stackalloc float[Samples];
+        int stride = n / Samples;
+        for (int i = 0; i < Samples; i++)
+        {
+            sample[i] = scores[i * stride];
+        }
+        sample.Sort();
+        // About 1.5x the share of the sample that the top K make up, so the count below usually succeeds.
+        int fromTop = Math.Min(Samples - 1, (int)(1.5 * k * Samples / n) + 2);
+        for (; fromTop < Samples; fromTop *= 2)
+        {
+            float candidate = sample[Samples - 1 - fromTop];
+            if (CountAtLeast(scores, candidate) >= k)
+            {
+                return candidate;
+            }
+        }
+        return float.NegativeInfinity;
+    }
+
+    private static int CountAtLeast(ReadOnlySpan<float> scores, float value)
+    {
+        int count = 0, i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var v = Vector256.Create(value);
+            ref float first = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(scores);
+            for (; i + 8 <= scores.Length; i += 8)
+            {
+                count += BitOperations.PopCount(Vector256.GreaterThanOrEqual(Vector256.LoadUnsafe(ref first, (nuint)i), v).ExtractMostSignificantBits());
+            }
+        }
+        for (; i < scores.Length; i++)
+        {
+            count += scores[i] >= value ? 1 : 0;
+        }
+        return count;
+    }
+
+    /// <summary>A key whose ascending order is the ranking: score descending, then id ascending.</summary>
+    internal static ulong RankKey(float score, int id)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(score);
+        uint ascending = (bits & 0x8000_0000u) != 0 ? ~bits : bits | 0x8000_0000u; // orders like the float
+        return ((ulong)~ascending << 32) | (uint)(id ^ int.MinValue);
+    }
+
+    internal static float ScoreOf(ulong key)
+    {
+        uint ascending = ~(uint)(key >> 32);
+        return BitConverter.UInt32BitsToSingle((ascending & 0x8000_0000u) != 0 ? ascending & 0x7FFF_FFFFu : ~ascending);
+    }
+
+    /// <summary>
+    /// Moves the <paramref name="k"/> smallest keys (the best candidates) to the front, with their rows, the largest
+    /// of them (the K-th best) last; returns how many are kept. Quickselect: linear time on average.
+    /// </summary>
+    private static int SelectBest(Span<ulong> keys, Span<int> rows, int k)
+    {
+        if (keys.Length <= k)
+        {
+            return keys.Length;
+        }
+        int lo = 0, hi = keys.Length - 1, nth = k - 1;
+        while (lo < hi)
+        {
+            int mid = lo + ((hi - lo) >> 1);
+            if (keys[mid] < keys[lo])
+            {
+                Swap(keys, rows, mid, lo);
+            }
+            if (keys[hi] < keys[lo])
+            {
+                Swap(keys, rows, hi, lo);
+            }
+            if (keys[hi] < keys[mid])
+            {
+                Swap(keys, rows, hi, mid);
+            }
+            ulong pivot = keys[mid];
+            int i = lo, j = hi;
+            while (i <= j)
+            {
+                while (keys[i] < pivot)
+                {
+                    i++;
+                }
+                while (pivot < keys[j])
+                {
+                    j--;
+                }
+                if (i <= j)
+                {
+                    Swap(keys, rows, i, j);
+                    i++;
+                    j--;
+                }
+            }
+            if (nth <= j)
+            {
+                hi = j;
+            }
+            else if (nth >= i)
+            {
+                lo = i;
+            }
+            else
+            {
+                break;
+            }
+        }
+        int worst = 0;
+        for (int i = 1; i < k; i++)
+        {
+            if (keys[i] > keys[worst])
+            {
+                worst = i;
+            }
+        }
+        Swap(keys, rows, worst, k - 1);
+        return k;
+    }
+
+    private static void Swap(Span<ulong> keys, Span<int> rows, int a, int b)
+    {
+        (keys[a], keys[b]) = (keys[b], keys[a]);
+        (rows[a], rows[b]) = (rows[b], rows[a]);
     }
 
     /// <summary>True when a ranks before b: higher score, then lower id.</summary>
