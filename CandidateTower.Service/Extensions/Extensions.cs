@@ -1,4 +1,6 @@
 using Retrieval.CandidateTower.Search;
+using Retrieval.Core.Search;
+using Retrieval.Core.Serving;
 
 namespace Retrieval.CandidateTower.Extensions;
 
@@ -9,6 +11,7 @@ public static class Extensions
     {
         builder.Services.AddOptions<SearchOptions>().BindConfiguration(SearchOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<SearchMetrics>();
+        builder.Services.AddHostedService<SearchWarmUp>();
         var maxBytes = builder.Configuration.GetSection(SearchOptions.Section).Get<SearchOptions>()?.MaxRequestBytes ?? new SearchOptions().MaxRequestBytes;
         builder.Services.AddGrpc(grpc =>
         {
@@ -17,4 +20,26 @@ public static class Extensions
         });
         return builder;
     }
+}
+
+/// <summary>Runs one search on every version that becomes current, so the first request does not pay for JIT and page-in.</summary>
+public sealed class SearchWarmUp(ModelStore store) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        store.VersionActivated += Warm;
+        if (store.Current is { } current)
+        {
+            Warm(current); // loaded before this subscribed
+        }
+        return Task.CompletedTask;
+    }
+
+    private static void Warm(LoadedModel model)
+    {
+        var candidates = model.Artifact.Candidates;
+        ExactSearch.TopK(candidates, new float[candidates.Dim], 10, new ScoredCandidate[10]);
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

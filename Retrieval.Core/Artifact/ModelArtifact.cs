@@ -28,8 +28,9 @@ public sealed class ModelArtifact : IDisposable
     public const string CatalogueFile = "catalogue.tsv";
 
     private ModelArtifact(string directory, ModelManifest manifest, Tower<QueryInput> query, Tower<Movie> candidate,
-        IReadOnlyList<Movie> catalogue, CandidateMatrix candidates)
+        IReadOnlyList<Movie> catalogue, CandidateMatrix candidates, UserHistory history)
     {
+        History = history;
         Directory = directory;
         Manifest = manifest;
         QueryTower = query;
@@ -45,6 +46,9 @@ public sealed class ModelArtifact : IDisposable
     public Tower<Movie> CandidateTower { get; }
     public IReadOnlyList<Movie> Catalogue { get; }
     public CandidateMatrix Candidates { get; }
+
+    /// <summary>What each known user rated in training (empty when the artifact has none).</summary>
+    public UserHistory History { get; }
 
     public static ModelArtifact Load(string directory)
     {
@@ -117,7 +121,12 @@ public sealed class ModelArtifact : IDisposable
                 throw new InvalidDataException("the candidate embeddings contain NaN or infinite values");
             }
         }
-        return new ModelArtifact(directory, manifest, query, candidate, catalogue, new CandidateMatrix(data, manifest.OutputDim, ids));
+        var history = manifest.Files.ContainsKey(UserHistory.File) ? UserHistory.Read(directory) : UserHistory.Empty;
+        if (manifest.PopularMovieCounts.Length != 0 && manifest.PopularMovieCounts.Length != manifest.PopularMovieIds.Length)
+        {
+            throw new InvalidDataException($"{manifest.PopularMovieIds.Length} popular movie ids but {manifest.PopularMovieCounts.Length} counts");
+        }
+        return new ModelArtifact(directory, manifest, query, candidate, catalogue, new CandidateMatrix(data, manifest.OutputDim, ids), history);
     }
 
     private static void VerifyFile(string directory, string file, FileEntry entry)
@@ -154,9 +163,10 @@ public sealed class ModelArtifact : IDisposable
     /// and last the manifest with every file's checksum. The caller publishes the folder atomically.
     /// </summary>
     public static void Write(string directory, ModelManifest manifest, Tower<QueryInput> query, Tower<Movie> candidate,
-        IReadOnlyList<Movie> catalogue, float[] candidateEmbeddings)
+        IReadOnlyList<Movie> catalogue, float[] candidateEmbeddings, UserHistory? history = null)
     {
         System.IO.Directory.CreateDirectory(directory);
+        history?.Write(directory);
         manifest.QueryTower = Spec(query, QueryWeightsFile, directory);
         manifest.CandidateTower = Spec(candidate, CandidateWeightsFile, directory);
         manifest.OutputDim = query.OutputDim;

@@ -42,6 +42,9 @@ public sealed class ModelManifest
     /// <summary>Movie ids by training count, most popular first: the fallback list when search is unavailable.</summary>
     public int[] PopularMovieIds { get; set; } = [];
 
+    /// <summary>Training counts of <see cref="PopularMovieIds"/>, in the same order.</summary>
+    public int[] PopularMovieCounts { get; set; } = [];
+
     /// <summary>Every other file of the version folder, by relative path, with its SHA-256 and size.</summary>
     public SortedDictionary<string, FileEntry> Files { get; set; } = new(StringComparer.Ordinal);
 

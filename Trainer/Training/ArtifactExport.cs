@@ -35,7 +35,11 @@ public static class ArtifactExport
             Metrics = run.Metrics(),
             PopularMovieIds = run.Data.PopularMovieIds(1000),
         };
-        ModelArtifact.Write(directory, manifest, query, candidate, movies, embeddings);
+        var counts = run.Data.TrainingCounts();
+        manifest.PopularMovieCounts = [.. manifest.PopularMovieIds.Select(id => counts[dataset.RowOfMovieId[id]])];
+        var ratings = dataset.Ratings;
+        var history = UserHistory.FromPairs(run.Data.Split.Train.Select(r => (ratings.UserIds[r], ratings.MovieIds[r])));
+        ModelArtifact.Write(directory, manifest, query, candidate, movies, embeddings, history);
     }
 
     /// <summary>Publishes into a models folder atomically; returns the version name.</summary>

@@ -1,0 +1,29 @@
+namespace Retrieval.Integration.Tests.Infrastructure;
+
+/// <summary>Both services as real processes on free loopback ports, the query service pointed at the candidate service.</summary>
+public sealed class ServingPair : IDisposable
+{
+    public ServingPair(string models, params string[] queryArgs)
+    {
+        Candidate = new ServiceProcess(Programs.CandidateTower, ["--Model:Directory", models, "--Model:PollIntervalSeconds", "0.2"]);
+        Query = new ServiceProcess(Programs.QueryTower,
+        [
+            "--Model:Directory", models, "--Model:PollIntervalSeconds", "0.2", "--CandidateTower:Address", Candidate.Address, .. queryArgs,
+        ]);
+    }
+
+    public ServiceProcess Candidate { get; }
+    public ServiceProcess Query { get; }
+
+    public async Task WaitAsync()
+    {
+        await Candidate.WaitForHealthAsync();
+        await Query.WaitForHealthAsync();
+    }
+
+    public void Dispose()
+    {
+        Query.Dispose();
+        Candidate.Dispose();
+    }
+}

@@ -1,0 +1,174 @@
+using Grpc.Core;
+using Google.Protobuf.WellKnownTypes;
+using Microsoft.Extensions.DependencyInjection;
+using Retrieval.Client;
+using Retrieval.Core.Artifact;
+using Retrieval.Core.Features;
+using Retrieval.Core.Search;
+using Retrieval.Integration.Tests.Infrastructure;
+using Retrieval.V1;
+
+namespace Retrieval.Integration.Tests;
+
+public sealed class QueryTowerFixture : IAsyncLifetime
+{
+    public TrainedModels Models { get; } = new();
+    public ServingPair Services { get; private set; } = null!;
+    public ModelArtifact Artifact { get; private set; } = null!;
+    public RetrievalClient Client { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Services = new ServingPair(Models.Models);
+        await Services.WaitAsync();
+        Artifact = ModelArtifact.Load(Models.VersionDirectory);
+        Client = RetrievalClient.Create(Services.Query.Address);
+    }
+
+    public Task DisposeAsync()
+    {
+        Client.Dispose();
+        Services.Dispose();
+        Artifact.Dispose();
+        Models.Dispose();
+        return Task.CompletedTask;
+    }
+}
+
+public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTowerFixture>
+{
+    private QueryTower.QueryTowerClient Raw => fixture.Client.Raw;
+
+    /// <summary>The top K computed offline from the artifact with the library code, as the services should answer.</summary>
+    private List<int> Offline(string user, long timestamp, int k, IEnumerable<int>? exclude = null)
+    {
+        var query = fixture.Artifact.QueryTower.Embed(new QueryInput(user, timestamp));
+        var rowOf = fixture.Artifact.Catalogue.Select((m, row) => (m.Id, row)).ToDictionary(x => x.Id, x => x.row);
+        using var exclusions = new Exclusions(fixture.Artifact.Candidates.Count);
+        foreach (var id in exclude ?? [])
+        {
+            exclusions.Add(rowOf[id]);
+        }
+        var results = new ScoredCandidate[k];
+        int found = ExactSearch.TopK(fixture.Artifact.Candidates, query, k, results, exclusions);
+        return [.. results.Take(found).Select(r => r.Id)];
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(123)]
+    [InlineData(9876)]
+    public async Task Recommend_EqualsTheTopKComputedOfflineFromTheArtifact(int ratingRow)
+    {
+        var ratings = fixture.Models.Dataset.Ratings;
+        string user = ratings.UserIds[ratingRow];
+        long at = ratings.Timestamps[ratingRow];
+        var answer = await fixture.Client.RecommendAsync(user, 20, DateTimeOffset.FromUnixTimeSeconds(at));
+        Assert.False(answer.Degraded, answer.DegradedReason);
+        Assert.True(answer.KnownUser);
+        Assert.Equal(fixture.Models.Version, answer.ModelVersion);
+        Assert.Equal(Offline(user, at, 20), answer.Movies.Select(m => m.MovieId));
+        Assert.Equal(Enumerable.Range(1, 20), answer.Movies.Select(m => m.Rank));
+    }
+
+    [Fact]
+    public async Task Recommend_WithUnknownUser_UsesOutOfVocabularyEmbedding()
+    {
+        long at = fixture.Models.Dataset.Ratings.Timestamps[42];
+        var answer = await fixture.Client.RecommendAsync("someone-new", 10, DateTimeOffset.FromUnixTimeSeconds(at));
+        Assert.False(answer.KnownUser);
+        Assert.False(answer.Degraded);
+        Assert.Equal(Offline("someone-new", at, 10), answer.Movies.Select(m => m.MovieId));
+    }
+
+    [Fact]
+    public async Task Recommend_WithoutTimestamp_UsesNow()
+    {
+        var before = Offline("5", DateTimeOffset.UtcNow.ToUnixTimeSeconds(), 10);
+        var answer = await fixture.Client.RecommendAsync("5", 10);
+        Assert.Equal(before, answer.Movies.Select(m => m.MovieId)); // now is past the training range: the last bucket either way
+    }
+
+    [Fact]
+    public async Task Recommend_LeavesOutExcludedAndRatedMovies()
+    {
+        string user = fixture.Models.Dataset.Ratings.UserIds[7];
+        long at = fixture.Models.Dataset.Ratings.Timestamps[7];
+        var plain = await fixture.Client.RecommendAsync(user, 10, DateTimeOffset.FromUnixTimeSeconds(at));
+        var excluded = plain.Movies.Take(3).Select(m => m.MovieId).ToList();
+        var answer = await fixture.Client.RecommendAsync(user, 10, DateTimeOffset.FromUnixTimeSeconds(at), excluded, excludeRated: true);
+        var rated = fixture.Artifact.History.RatedBy(user).ToArray();
+        Assert.NotEmpty(rated);
+        Assert.DoesNotContain(answer.Movies, m => excluded.Contains(m.MovieId) || rated.Contains(m.MovieId));
+        Assert.Equal(Offline(user, at, 10, excluded.Concat(rated)), answer.Movies.Select(m => m.MovieId));
+    }
+
+    [Fact]
+    public async Task Embed_EqualsThePlainCSharpTower_AndBatchEmbedMatches()
+    {
+        var at = DateTimeOffset.FromUnixTimeSeconds(fixture.Models.Dataset.Ratings.Timestamps[3]);
+        var one = await fixture.Client.EmbedAsync("3", at);
+        Assert.Equal(fixture.Artifact.QueryTower.Embed(new QueryInput("3", at.ToUnixTimeSeconds())), one.Embedding);
+        var batch = await Raw.BatchEmbedAsync(new BatchEmbedRequest
+        {
+            Contexts = { new QueryContext { UserId = "3", Timestamp = Timestamp.FromDateTimeOffset(at) }, new QueryContext { UserId = "nobody" } },
+        });
+        Assert.Equal(one.Embedding, batch.Embeddings[0].Embedding);
+        Assert.False(batch.Embeddings[1].KnownUser);
+    }
+
+    [Fact]
+    public async Task Ping_GoesThroughToTheCandidateTower()
+    {
+        var reply = await Raw.PingAsync(new PingRequest { Payload = "hello" });
+        Assert.Equal("hello", reply.Payload);
+    }
+
+    [Fact]
+    public async Task AddRetrievalClient_ResolvesAWorkingClient()
+    {
+        var services = new ServiceCollection();
+        services.AddRetrievalClient(o => o.Address = new Uri(fixture.Services.Query.Address));
+        await using var provider = services.BuildServiceProvider();
+        var client = provider.GetRequiredService<RetrievalClient>();
+        var answer = await client.RecommendAsync("1", 5);
+        Assert.Equal(5, answer.Movies.Count);
+    }
+
+    public static TheoryData<string, Func<RecommendRequest>, string> BadRecommends() => new()
+    {
+        { "empty request", () => new RecommendRequest(), "context.user_id must not be empty" },
+        { "empty user", () => new RecommendRequest { Context = new QueryContext { UserId = "" }, K = 5 }, "context.user_id must not be empty" },
+        { "long user", () => new RecommendRequest { Context = new QueryContext { UserId = new string('u', 257) }, K = 5 }, "context.user_id has 257 characters; at most 256" },
+        { "negative time", () => new RecommendRequest { Context = new QueryContext { UserId = "1", Timestamp = new Timestamp { Seconds = -5 } }, K = 5 }, "context.timestamp must not be before 1970" },
+        { "far future", () => new RecommendRequest { Context = new QueryContext { UserId = "1", Timestamp = new Timestamp { Seconds = 99_999_999_999 } }, K = 5 }, "context.timestamp is more than 366 days in the future" },
+        { "bad nanos", () => new RecommendRequest { Context = new QueryContext { UserId = "1", Timestamp = new Timestamp { Seconds = 5, Nanos = -1 } }, K = 5 }, "context.timestamp.nanos must be between 0 and 999999999" },
+        { "k = 0", () => new RecommendRequest { Context = new QueryContext { UserId = "1" }, K = 0 }, "k must be between 1 and 1000, got 0" },
+        { "k too big", () => new RecommendRequest { Context = new QueryContext { UserId = "1" }, K = 1001 }, "k must be between 1 and 1000, got 1001" },
+        { "too many exclusions", () => new RecommendRequest { Context = new QueryContext { UserId = "1" }, K = 5, ExcludeMovieIds = { Enumerable.Range(1, 10_001) } }, "exclude_movie_ids has 10001 ids; at most 10000" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadRecommends))]
+    public async Task Recommend_BadInput_IsInvalidArgumentNamingTheField_AndTheServiceKeepsAnswering(string name, Func<RecommendRequest> make, string message)
+    {
+        var error = await Assert.ThrowsAsync<RpcException>(() => Raw.RecommendAsync(make()).ResponseAsync);
+        Assert.True(StatusCode.InvalidArgument == error.StatusCode, $"{name}: {error.Status}");
+        Assert.Contains(message, error.Status.Detail);
+        Assert.Equal(3, (await fixture.Client.RecommendAsync("1", 3)).Movies.Count);
+    }
+
+    [Fact]
+    public async Task EmbedAndBatchEmbed_BadInput_NameTheField()
+    {
+        var error = await Assert.ThrowsAsync<RpcException>(() => Raw.EmbedAsync(new EmbedRequest()).ResponseAsync);
+        Assert.Contains("context.user_id must not be empty", error.Status.Detail);
+        var batch = await Assert.ThrowsAsync<RpcException>(() => Raw.BatchEmbedAsync(new BatchEmbedRequest
+        {
+            Contexts = { new QueryContext { UserId = "1" }, new QueryContext { UserId = "2", Timestamp = new Timestamp { Seconds = -1 } } },
+        }).ResponseAsync);
+        Assert.Contains("contexts[1].timestamp must not be before 1970", batch.Status.Detail);
+        var empty = await Assert.ThrowsAsync<RpcException>(() => Raw.BatchEmbedAsync(new BatchEmbedRequest()).ResponseAsync);
+        Assert.Contains("contexts must hold 1 to 1024 entries, got 0", empty.Status.Detail);
+    }
+}

@@ -1,0 +1,53 @@
+using Microsoft.Extensions.Options;
+using Retrieval.Core.Features;
+using Retrieval.Core.Serving;
+using Retrieval.QueryTower.Recommendation;
+
+namespace Retrieval.QueryTower.Extensions;
+
+public static class Extensions
+{
+    /// <summary>The query tower's own services: options, metrics, gRPC, and the candidate tower client and pipeline.</summary>
+    public static WebApplicationBuilder AddQueryTower(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<RecommendOptions>().BindConfiguration(RecommendOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddOptions<CandidateTowerOptions>().BindConfiguration(CandidateTowerOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<QueryMetrics>();
+        builder.Services.AddSingleton<CandidateSearch>();
+        builder.Services.AddHostedService<WarmUp>();
+        builder.Services.AddGrpc(grpc => grpc.MaxReceiveMessageSize = 1024 * 1024);
+        // One client from the factory: its channel's handler (and HTTP/2 connection) is shared by every request.
+        builder.Services
+            .AddGrpcClient<V1.CandidateTower.CandidateTowerClient>((sp, o) =>
+                o.Address = new Uri(sp.GetRequiredService<IOptions<CandidateTowerOptions>>().Value.Address))
+            // No retry policy in the channel's service config: retries are Polly's alone, so no call is retried twice.
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            {
+                EnableMultipleHttp2Connections = true,
+                PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+                KeepAlivePingDelay = TimeSpan.FromSeconds(30),
+                KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
+                ConnectTimeout = TimeSpan.FromSeconds(2),
+            });
+        return builder;
+    }
+}
+
+/// <summary>On every model version that becomes current: one embedding and one candidate call, off the request path.</summary>
+public sealed class WarmUp(ModelStore store, CandidateSearch search) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        store.VersionActivated += Warm;
+        if (store.Current is { } current)
+        {
+            Warm(current); // loaded before this subscribed
+        }
+        return Task.CompletedTask;
+    }
+
+    private void Warm(LoadedModel model) => _ = Task.Run(() =>
+        search.WarmUpAsync(model.Artifact.QueryTower.Embed(new QueryInput("warm-up", DateTimeOffset.UtcNow.ToUnixTimeSeconds())), model.Version));
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}

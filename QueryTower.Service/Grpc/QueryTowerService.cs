@@ -1,0 +1,280 @@
+using System.Diagnostics;
+using Grpc.Core;
+using Microsoft.Extensions.Options;
+using Retrieval.Core.Features;
+using Retrieval.Core.Serving;
+using Retrieval.QueryTower.Recommendation;
+using Retrieval.V1;
+
+namespace Retrieval.QueryTower.Grpc;
+
+/// <summary>
+/// retrieval.v1.QueryTower: embeds the request with the published query tower (plain C#, no TorchSharp) and asks
+/// the candidate tower for the top K with the same model version. When the candidate tower cannot answer in
+/// time, the answer is the most popular movies with degraded = true, never an error and never a hang.
+/// </summary>
+public sealed class QueryTowerService(ModelStore models, CandidateSearch search, IOptions<RecommendOptions> options,
+    IOptions<CandidateTowerOptions> candidateOptions, QueryMetrics metrics, ILogger<QueryTowerService> log)
+    : V1.QueryTower.QueryTowerBase
+{
+    private readonly RecommendOptions _options = options.Value;
+    private readonly int _candidateExclusionCap = candidateOptions.Value.MaxExclusions;
+
+    public override async Task<RecommendResponse> Recommend(RecommendRequest request, ServerCallContext context)
+    {
+        var clock = Stopwatch.StartNew();
+        string status = "OK";
+        try
+        {
+            var input = Validate(request.Context, "context.");
+            if (request.K < 1 || request.K > _options.MaxK)
+            {
+                throw Invalid($"k must be between 1 and {_options.MaxK}, got {request.K}");
+            }
+            if (request.ExcludeMovieIds.Count > _options.MaxExclusions)
+            {
+                throw Invalid($"exclude_movie_ids has {request.ExcludeMovieIds.Count} ids; at most {_options.MaxExclusions}");
+            }
+            var deadline = Deadline(context);
+            var searchDeadline = deadline - TimeSpan.FromMilliseconds(_options.FallbackReserveMs);
+            var lease = Acquire();
+            try
+            {
+                var (embedding, known) = Embed(lease.Model, input);
+                var excluded = new HashSet<int>(request.ExcludeMovieIds);
+                if (request.ExcludeRated)
+                {
+                    foreach (var id in lease.Artifact.History.RatedBy(input.UserId))
+                    {
+                        excluded.Add(id);
+                    }
+                }
+                // The candidate tower takes at most its cap of exclusions; the rest are filtered here after over-fetching.
+                var sent = excluded.Take(_candidateExclusionCap).ToList();
+                int fetch = Math.Min(_options.MaxK, request.K + (excluded.Count - sent.Count));
+                var outcome = await search.TopKAsync(embedding, lease.Model.Version, fetch, sent, searchDeadline, context.CancellationToken);
+
+                if (outcome.Failure == SearchFailure.VersionNotLoaded)
+                {
+                    // The candidate tower has moved to another version: embed once more with a version both sides hold.
+                    var theirs = await search.LoadedVersionsAsync(searchDeadline, context.CancellationToken);
+                    await models.RefreshAsync(context.CancellationToken);
+                    ModelLease? shared = null;
+                    foreach (var version in theirs)
+                    {
+                        if (models.TryAcquire(version, out _) is { } candidate)
+                        {
+                            shared = candidate;
+                            break;
+                        }
+                    }
+                    if (shared is { } other)
+                    {
+                        lease.Dispose();
+                        lease = other;
+                        metrics.Reembedded();
+                        (embedding, known) = Embed(lease.Model, input);
+                        outcome = await search.TopKAsync(embedding, lease.Model.Version, fetch, sent, searchDeadline, context.CancellationToken);
+                    }
+                    else
+                    {
+                        outcome = outcome with { Failure = SearchFailure.Unavailable, Reason = "no model version shared with the candidate tower" };
+                    }
+                }
+
+                var response = new RecommendResponse { ModelVersion = lease.Model.Version, KnownUser = known };
+                if (outcome.Failure == SearchFailure.None)
+                {
+                    int rank = 0;
+                    foreach (var movie in outcome.Movies)
+                    {
+                        if (!excluded.Contains(movie.MovieId))
+                        {
+                            response.Movies.Add(new ScoredMovie(movie) { Rank = ++rank });
+                            if (rank == request.K)
+                            {
+                                break;
+                            }
+                        }
+                    }
+                    return response;
+                }
+                metrics.Degraded(outcome.Reason);
+                log.LogWarning("Recommend degraded for user {User}: {Reason}", input.UserId, outcome.Reason);
+                response.Degraded = true;
+                response.DegradedReason = outcome.Reason;
+                response.Movies.AddRange(PopularFallback(lease.Model, request.K, excluded));
+                return response;
+            }
+            finally
+            {
+                lease.Dispose();
+            }
+        }
+        catch (RpcException e)
+        {
+            status = e.StatusCode.ToString();
+            throw;
+        }
+        finally
+        {
+            metrics.Request("Recommend", status, clock.Elapsed.TotalMilliseconds);
+        }
+    }
+
+    public override Task<EmbedResponse> Embed(EmbedRequest request, ServerCallContext context)
+    {
+        var clock = Stopwatch.StartNew();
+        string status = "OK";
+        try
+        {
+            var input = Validate(request.Context, "context.");
+            using var lease = Acquire();
+            var (embedding, known) = Embed(lease.Model, input);
+            var response = new EmbedResponse { ModelVersion = lease.Model.Version, KnownUser = known };
+            response.Embedding.AddRange(embedding);
+            return Task.FromResult(response);
+        }
+        catch (RpcException e)
+        {
+            status = e.StatusCode.ToString();
+            throw;
+        }
+        finally
+        {
+            metrics.Request("Embed", status, clock.Elapsed.TotalMilliseconds);
+        }
+    }
+
+    public override Task<BatchEmbedResponse> BatchEmbed(BatchEmbedRequest request, ServerCallContext context)
+    {
+        var clock = Stopwatch.StartNew();
+        string status = "OK";
+        try
+        {
+            if (request.Contexts.Count == 0 || request.Contexts.Count > _options.MaxBatch)
+            {
+                throw Invalid($"contexts must hold 1 to {_options.MaxBatch} entries, got {request.Contexts.Count}");
+            }
+            var inputs = request.Contexts.Select((c, i) => Validate(c, $"contexts[{i}].")).ToList();
+            using var lease = Acquire();
+            var response = new BatchEmbedResponse { ModelVersion = lease.Model.Version };
+            foreach (var input in inputs)
+            {
+                var (embedding, known) = Embed(lease.Model, input);
+                var one = new EmbedResponse { ModelVersion = lease.Model.Version, KnownUser = known };
+                one.Embedding.AddRange(embedding);
+                response.Embeddings.Add(one);
+            }
+            return Task.FromResult(response);
+        }
+        catch (RpcException e)
+        {
+            status = e.StatusCode.ToString();
+            throw;
+        }
+        finally
+        {
+            metrics.Request("BatchEmbed", status, clock.Elapsed.TotalMilliseconds);
+        }
+    }
+
+    public override async Task<PingResponse> Ping(PingRequest request, ServerCallContext context)
+    {
+        var clock = Stopwatch.StartNew();
+        string status = "OK";
+        try
+        {
+            return await search.PingAsync(request, Deadline(context), context.CancellationToken);
+        }
+        catch (RpcException e)
+        {
+            status = e.StatusCode.ToString();
+            throw;
+        }
+        finally
+        {
+            metrics.Request("Ping", status, clock.Elapsed.TotalMilliseconds);
+        }
+    }
+
+    private DateTime Deadline(ServerCallContext context)
+    {
+        var fallback = DateTime.UtcNow.AddMilliseconds(_options.DefaultDeadlineMs);
+        return context.Deadline < fallback ? context.Deadline : fallback;
+    }
+
+    private ModelLease Acquire() => models.TryAcquire(null, out var reason) ?? throw new RpcException(new Status(StatusCode.Unavailable, reason));
+
+    private (float[] Embedding, bool Known) Embed(LoadedModel model, QueryInput input)
+    {
+        var artifact = model.Artifact;
+        var embedding = artifact.QueryTower.Embed(input);
+        var users = artifact.QueryTower.Features.OfType<UserIdFeature>().FirstOrDefault();
+        bool known = users is not null ? users.Lookup[input.UserId] != 0 : artifact.History.Contains(input.UserId);
+        if (!known)
+        {
+            metrics.UnknownUser();
+        }
+        return (embedding, known);
+    }
+
+    private QueryInput Validate(QueryContext? context, string prefix)
+    {
+        if (context is null || context.UserId.Length == 0)
+        {
+            throw Invalid($"{prefix}user_id must not be empty");
+        }
+        if (context.UserId.Length > _options.MaxUserIdLength)
+        {
+            throw Invalid($"{prefix}user_id has {context.UserId.Length} characters; at most {_options.MaxUserIdLength}");
+        }
+        long seconds = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        if (context.Timestamp is { } ts)
+        {
+            if (ts.Nanos is < 0 or > 999_999_999)
+            {
+                throw Invalid($"{prefix}timestamp.nanos must be between 0 and 999999999, got {ts.Nanos}");
+            }
+            if (ts.Seconds < 0)
+            {
+                throw Invalid($"{prefix}timestamp must not be before 1970-01-01T00:00:00Z, got {ts.Seconds} seconds");
+            }
+            long latest = seconds + (long)_options.MaxFutureDays * 86_400;
+            if (ts.Seconds > latest)
+            {
+                throw Invalid($"{prefix}timestamp is more than {_options.MaxFutureDays} days in the future (at most {latest} seconds), got {ts.Seconds}");
+            }
+            seconds = ts.Seconds;
+        }
+        return new QueryInput(context.UserId, seconds);
+    }
+
+    /// <summary>The most popular movies of the model's training rows, minus exclusions: the degraded answer.</summary>
+    private static IEnumerable<ScoredMovie> PopularFallback(LoadedModel model, int k, HashSet<int> excluded)
+    {
+        var manifest = model.Artifact.Manifest;
+        int rank = 0;
+        for (int i = 0; i < manifest.PopularMovieIds.Length && rank < k; i++)
+        {
+            int id = manifest.PopularMovieIds[i];
+            if (excluded.Contains(id) || !model.RowOfMovieId.TryGetValue(id, out var row))
+            {
+                continue;
+            }
+            yield return new ScoredMovie
+            {
+                Rank = ++rank,
+                MovieId = id,
+                Title = model.Artifact.Catalogue[row].Title,
+                Score = i < manifest.PopularMovieCounts.Length ? manifest.PopularMovieCounts[i] : 0,
+            };
+        }
+    }
+
+    private RpcException Invalid(string message)
+    {
+        log.LogDebug("Invalid request: {Message}", message);
+        return new RpcException(new Status(StatusCode.InvalidArgument, message));
+    }
+}

@@ -1,0 +1,162 @@
+using Grpc.Core;
+using Microsoft.Extensions.Options;
+using Polly;
+using Polly.CircuitBreaker;
+using Polly.Retry;
+using Polly.Timeout;
+using Retrieval.V1;
+
+namespace Retrieval.QueryTower.Recommendation;
+
+/// <summary>Why a search could not be answered by the candidate tower.</summary>
+public enum SearchFailure
+{
+    None,
+
+    /// <summary>The tower does not hold the version the query was embedded with (FAILED_PRECONDITION).</summary>
+    VersionNotLoaded,
+
+    /// <summary>The tower could not be reached, timed out, failed, or the circuit is open.</summary>
+    Unavailable,
+}
+
+/// <summary>A candidate search's answer, or why there is none.</summary>
+public sealed record SearchOutcome(IReadOnlyList<ScoredMovie> Movies, string Version, SearchFailure Failure, string Reason);
+
+/// <summary>
+/// Calls the candidate tower through one client from the gRPC client factory (one shared channel handler) inside a
+/// Polly.Core pipeline: a circuit breaker, retries of UNAVAILABLE (gRPC's own retry policy is not used on this
+/// client, so nothing retries twice), and a timeout per attempt. Every call carries the caller's deadline, less a
+/// reserve for the fallback, and the caller's cancellation.
+/// </summary>
+public sealed class CandidateSearch
+{
+    private readonly CandidateTower.CandidateTowerClient _client;
+    private readonly ResiliencePipeline _pipeline;
+    private readonly ILogger<CandidateSearch> _log;
+
+    public CandidateSearch(CandidateTower.CandidateTowerClient client, IOptions<CandidateTowerOptions> options, ILogger<CandidateSearch> log)
+    {
+        _client = client;
+        _log = log;
+        var o = options.Value;
+        _pipeline = new ResiliencePipelineBuilder()
+            .AddCircuitBreaker(new CircuitBreakerStrategyOptions
+            {
+                FailureRatio = o.BreakerFailureRatio,
+                MinimumThroughput = o.BreakerMinimumThroughput,
+                SamplingDuration = TimeSpan.FromSeconds(o.BreakerSamplingSeconds),
+                BreakDuration = TimeSpan.FromSeconds(o.BreakDurationSeconds),
+                ShouldHandle = new PredicateBuilder().Handle<RpcException>(e => IsOutage(e.StatusCode)).Handle<TimeoutRejectedException>(),
+                OnOpened = args =>
+                {
+                    log.LogWarning("Candidate tower circuit opened for {Duration}: answering with the popularity fallback", args.BreakDuration);
+                    return default;
+                },
+                OnClosed = _ =>
+                {
+                    log.LogInformation("Candidate tower circuit closed: searches go through again");
+                    return default;
+                },
+            })
+            .AddRetry(new RetryStrategyOptions
+            {
+                MaxRetryAttempts = Math.Max(1, o.MaxRetries),
+                Delay = TimeSpan.FromMilliseconds(o.RetryDelayMs),
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = true,
+                ShouldHandle = args => ValueTask.FromResult(o.MaxRetries > 0 && args.Outcome.Exception is RpcException { StatusCode: StatusCode.Unavailable }),
+            })
+            .AddTimeout(TimeSpan.FromMilliseconds(o.AttemptTimeoutMs))
+            .Build();
+    }
+
+    private static bool IsOutage(StatusCode code) =>
+        code is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown or StatusCode.ResourceExhausted;
+
+    public async Task<SearchOutcome> TopKAsync(float[] embedding, string version, int k, IEnumerable<int> exclude, DateTime deadline,
+        CancellationToken cancellation)
+    {
+        var request = new TopKRequest { K = k, ModelVersion = version };
+        request.Embedding.AddRange(embedding);
+        request.ExcludeMovieIds.AddRange(exclude);
+        try
+        {
+            return await _pipeline.ExecuteAsync(async ct =>
+            {
+                try
+                {
+                    using var call = _client.TopK(request, deadline: deadline, cancellationToken: ct);
+                    var movies = new List<ScoredMovie>(k);
+                    string answered = version;
+                    await foreach (var message in call.ResponseStream.ReadAllAsync(ct))
+                    {
+                        if (message.ModelVersion.Length > 0)
+                        {
+                            answered = message.ModelVersion;
+                        }
+                        movies.AddRange(message.Results);
+                    }
+                    return new SearchOutcome(movies, answered, SearchFailure.None, "");
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
+                {
+                    // Cancelled by the pipeline's per-attempt timeout (or the caller): let Polly see a cancellation.
+                    throw new OperationCanceledException(e.Message, e, ct);
+                }
+            }, cancellation);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition)
+        {
+            return new SearchOutcome([], version, SearchFailure.VersionNotLoaded, e.Status.Detail);
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.Cancelled, "the caller cancelled")); // nothing to answer
+        }
+        catch (Exception e) when (e is RpcException or TimeoutRejectedException or BrokenCircuitException or OperationCanceledException)
+        {
+            string reason = e switch
+            {
+                BrokenCircuitException => "candidate tower circuit open",
+                TimeoutRejectedException => "candidate tower timed out",
+                RpcException r => $"candidate tower {r.StatusCode}",
+                _ => "candidate tower call cancelled",
+            };
+            _log.LogDebug("Candidate search failed: {Reason}", reason);
+            return new SearchOutcome([], version, SearchFailure.Unavailable, reason);
+        }
+    }
+
+    /// <summary>The versions the candidate tower holds (newest current first), or empty when it cannot say.</summary>
+    public async Task<IReadOnlyList<string>> LoadedVersionsAsync(DateTime deadline, CancellationToken cancellation)
+    {
+        try
+        {
+            var info = await _client.GetIndexInfoAsync(new GetIndexInfoRequest(), deadline: deadline, cancellationToken: cancellation);
+            return [.. info.Versions.OrderByDescending(v => v.Current).ThenByDescending(v => v.ModelVersion, StringComparer.Ordinal).Select(v => v.ModelVersion)];
+        }
+        catch (RpcException)
+        {
+            return [];
+        }
+    }
+
+    /// <summary>One trivial call through the same client and pipeline (the benchmark's two-hop ceiling).</summary>
+    public Task<PingResponse> PingAsync(PingRequest request, DateTime deadline, CancellationToken cancellation) =>
+        _pipeline.ExecuteAsync(async ct => await _client.PingAsync(request, deadline: deadline, cancellationToken: ct), cancellation).AsTask();
+
+    /// <summary>Opens the connection and warms both sides' code paths, so the first real request is not the slow one.</summary>
+    public async Task WarmUpAsync(float[] embedding, string version)
+    {
+        try
+        {
+            await _client.PingAsync(new PingRequest(), deadline: DateTime.UtcNow.AddSeconds(5));
+            await TopKAsync(embedding, version, 10, [], DateTime.UtcNow.AddSeconds(5), CancellationToken.None);
+        }
+        catch (RpcException e)
+        {
+            _log.LogInformation("Candidate tower not reachable yet ({Status}); Recommend answers degraded until it is", e.StatusCode);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace Retrieval.QueryTower.Recommendation;
+
+/// <summary>How the query service calls the candidate tower (section "CandidateTower").</summary>
+public sealed class CandidateTowerOptions
+{
+    public const string Section = "CandidateTower";
+
+    /// <summary>The candidate tower service, e.g. http://127.0.0.1:5101.</summary>
+    [Required(AllowEmptyStrings = false)]
+    [Url]
+    public string Address { get; set; } = "http://127.0.0.1:5101";
+
+    /// <summary>Timeout of one attempt of a candidate call (Polly), within the caller's deadline.</summary>
+    [Range(1, 60_000)]
+    public int AttemptTimeoutMs { get; set; } = 300;
+
+    /// <summary>Retries of UNAVAILABLE (Polly; gRPC's own retry policy is off for this client).</summary>
+    [Range(0, 5)]
+    public int MaxRetries { get; set; } = 2;
+
+    [Range(0, 10_000)]
+    public int RetryDelayMs { get; set; } = 20;
+
+    /// <summary>Share of failed calls in the sampling window that opens the circuit.</summary>
+    [Range(0.01, 1.0)]
+    public double BreakerFailureRatio { get; set; } = 0.5;
+
+    [Range(2, 100_000)]
+    public int BreakerMinimumThroughput { get; set; } = 10;
+
+    [Range(0.5, 3_600)]
+    public double BreakerSamplingSeconds { get; set; } = 10;
+
+    /// <summary>How long an open circuit answers with the fallback before one call tests the tower again.</summary>
+    [Range(0.5, 3_600)]
+    public double BreakDurationSeconds { get; set; } = 5;
+
+    /// <summary>The candidate tower's exclusion cap; a longer list is trimmed and the rest filtered here.</summary>
+    [Range(0, 10_000_000)]
+    public int MaxExclusions { get; set; } = 10_000;
+}
+
+/// <summary>Limits of Recommend and Embed requests (section "Recommend").</summary>
+public sealed class RecommendOptions
+{
+    public const string Section = "Recommend";
+
+    [Range(1, 1_000_000)]
+    public int MaxK { get; set; } = 1000;
+
+    [Range(0, 10_000_000)]
+    public int MaxExclusions { get; set; } = 10_000;
+
+    /// <summary>Most contexts in one BatchEmbed call.</summary>
+    [Range(1, 1_000_000)]
+    public int MaxBatch { get; set; } = 1024;
+
+    [Range(1, 65_536)]
+    public int MaxUserIdLength { get; set; } = 256;
+
+    /// <summary>How far ahead a request's timestamp may be.</summary>
+    [Range(0, 36_500)]
+    public int MaxFutureDays { get; set; } = 366;
+
+    /// <summary>Deadline applied when the caller sends none.</summary>
+    [Range(1, 600_000)]
+    public int DefaultDeadlineMs { get; set; } = 1000;
+
+    /// <summary>Time kept back from the deadline to answer with the fallback if the candidate tower does not answer.</summary>
+    [Range(0, 10_000)]
+    public int FallbackReserveMs { get; set; } = 20;
+}
