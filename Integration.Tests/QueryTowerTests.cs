@@ -1,5 +1,5 @@
-using Grpc.Core;
 using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Retrieval.Client;
 using Retrieval.Core.Artifact;
