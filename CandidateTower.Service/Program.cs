@@ -3,7 +3,8 @@ using Retrieval.CandidateTower.Grpc;
 using Retrieval.CandidateTower.Search;
 using Retrieval.ServiceDefaults;
 
-var builder = WebApplication.CreateBuilder(args);
+// appsettings.json is read from beside the program, wherever it is started from.
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 builder.AddServiceDefaults(SearchMetrics.MeterName);
 builder.AddCandidateTower();
 

@@ -28,6 +28,15 @@ topk.SetAction(result => Report(TopKBenchmark.Run(result.GetValue(n), result.Get
     result.GetValue(seconds), result.GetValue(noFaiss)), result.GetValue(json)));
 root.Subcommands.Add(topk);
 
+var recSeconds = new Option<double>("--seconds") { Description = "Duration of each phase", DefaultValueFactory = _ => 10 };
+var callers = new Option<int>("--callers") { Description = "Concurrent callers", DefaultValueFactory = _ => 32 };
+var channels = new Option<int>("--channels") { Description = "gRPC channels the callers share", DefaultValueFactory = _ => 4 };
+var rounds = new Option<int>("--rounds") { Description = "Alternating rounds of ceiling and Recommend; each reports its best", DefaultValueFactory = _ => 3 };
+var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling") { dataDir, recSeconds, callers, channels, rounds };
+recommend.SetAction(async (result, ct) => Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds),
+    Math.Max(1, result.GetValue(callers)), Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds))), result.GetValue(json)));
+root.Subcommands.Add(recommend);
+
 return await root.Parse(args).InvokeAsync();
 
 static int Report(JsonObject result, bool asJson)

@@ -31,7 +31,8 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
             ValidateK(request.K);
             using var lease = Acquire(request.ModelVersion);
             var results = Search(lease.Model, request.Embedding, request.ExcludeMovieIds, request.K, "", out scanned);
-            await context.WriteResponseHeadersAsync(new Metadata { { VersionHeader, lease.Model.Version } });
+            // Sent with the first message rather than flushed on their own.
+            context.GetHttpContext().Response.Headers.Append(VersionHeader, lease.Model.Version);
             int chunk = _options.StreamChunkSize;
             for (int start = 0; start < results.Count || start == 0; start += chunk)
             {
@@ -80,8 +81,15 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
             {
                 ValidateQuery(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, $"queries[{i}].");
             }
-            Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = _options.EffectiveParallelism }, i =>
-                lists[i] = Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K, $"queries[{i}].", out counts[i], parallelism: 1));
+            if (request.Queries.Count == 1)
+            {
+                lists[0] = Search(lease.Model, request.Queries[0].Embedding, request.Queries[0].ExcludeMovieIds, request.K, "queries[0].", out counts[0]);
+            }
+            else
+            {
+                Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = _options.EffectiveParallelism }, i =>
+                    lists[i] = Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K, $"queries[{i}].", out counts[i], parallelism: 1));
+            }
             foreach (var list in lists)
             {
                 var result = new TopKResult();

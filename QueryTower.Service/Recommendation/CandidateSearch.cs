@@ -74,30 +74,25 @@ public sealed class CandidateSearch
     private static bool IsOutage(StatusCode code) =>
         code is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown or StatusCode.ResourceExhausted;
 
+    /// <summary>
+    /// The top K for one query, through the candidate tower's unary BatchTopK with a single query: the streaming TopK
+    /// costs an extra frame round per call, which a request/response hop does not need for K up to the cap.
+    /// </summary>
     public async Task<SearchOutcome> TopKAsync(float[] embedding, string version, int k, IEnumerable<int> exclude, DateTime deadline,
         CancellationToken cancellation)
     {
-        var request = new TopKRequest { K = k, ModelVersion = version };
-        request.Embedding.AddRange(embedding);
-        request.ExcludeMovieIds.AddRange(exclude);
+        var query = new TopKQuery();
+        query.Embedding.AddRange(embedding);
+        query.ExcludeMovieIds.AddRange(exclude);
+        var request = new BatchTopKRequest { K = k, ModelVersion = version, Queries = { query } };
         try
         {
             return await _pipeline.ExecuteAsync(async ct =>
             {
                 try
                 {
-                    using var call = _client.TopK(request, deadline: deadline, cancellationToken: ct);
-                    var movies = new List<ScoredMovie>(k);
-                    string answered = version;
-                    await foreach (var message in call.ResponseStream.ReadAllAsync(ct))
-                    {
-                        if (message.ModelVersion.Length > 0)
-                        {
-                            answered = message.ModelVersion;
-                        }
-                        movies.AddRange(message.Results);
-                    }
-                    return new SearchOutcome(movies, answered, SearchFailure.None, "");
+                    var response = await _client.BatchTopKAsync(request, deadline: deadline, cancellationToken: ct);
+                    return new SearchOutcome(response.Results[0].Results, response.ModelVersion, SearchFailure.None, "");
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
                 {
