@@ -143,4 +143,25 @@ public class SearchTests
         Assert.False(second.Contains(5));
         Assert.False(second.Contains(999));
     }
+
+    [Fact]
+    public void TopK_ExcludingMostOfTheBest_StillReturnsK()
+    {
+        int n = 5000, dim = 32;
+        var data = Gaussian(n * dim, 21);
+        var ids = Enumerable.Range(0, n).ToArray();
+        using var candidates = new CandidateMatrix(data, dim, ids);
+        var query = Gaussian(dim, 22);
+        var best = new ScoredCandidate[300];
+        ExactSearch.TopK(candidates, query, 300, best);
+        using var exclusions = new Exclusions(n);
+        var excluded = best.Take(290).Select(b => b.Row).ToHashSet();
+        foreach (var row in excluded)
+        {
+            exclusions.Add(row);
+        }
+        var results = new ScoredCandidate[20];
+        Assert.Equal(20, ExactSearch.TopK(candidates, query, 20, results, exclusions));
+        Assert.Equal(Naive(data, dim, ids, query, 20, excluded).Select(x => x.Id), results.Select(r => r.Id));
+    }
 }

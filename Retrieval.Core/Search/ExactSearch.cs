@@ -155,8 +155,9 @@ public static class ExactSearch
                 {
                     int n = Math.Min(BlockSize, to - start);
                     candidates.Score(query, start, scores[..n]);
-                    if (start == from)
+                    if (start == from && (exclude is null || exclude.Count == 0))
                     {
+                        // Only without exclusions: the bound counts every row, and excluded rows must not count.
                         threshold = LowerBoundOfKthBest(scores[..n], k);
                     }
                     int i = 0;

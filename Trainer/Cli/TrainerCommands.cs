@@ -24,6 +24,7 @@ public static class TrainerCommands
         root.Subcommands.Add(Ablate());
         root.Subcommands.Add(Publish());
         root.Subcommands.Add(GenerateSample());
+        root.Subcommands.Add(Demo.DemoCommand.Build(Guard, Log));
         return root;
     }
 
