@@ -70,7 +70,7 @@ public static class DemoCommand
         using (var run = TrainRun.Execute(TrainingData.Prepare(dataset, options), options, device, evaluateTrain: false, log, ct))
         {
             Console.WriteLine($"Trained on {dataset.Name}: test top-100 accuracy {run.Test[100]:F3} (top-10 {run.Test[10]:F3})");
-            var version = ArtifactExport.Publish(models, run, log);
+            var version = ArtifactExport.Publish(models, run);
             Console.WriteLine($"Published model version {version} to {Path.GetFullPath(models)}");
         }
 
