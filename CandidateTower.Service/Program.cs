@@ -3,6 +3,11 @@ using Retrieval.CandidateTower.Grpc;
 using Retrieval.CandidateTower.Search;
 using Retrieval.ServiceDefaults;
 
+if (HealthProbe.IsRequested(args))
+{
+    return await HealthProbe.RunAsync(args, "http://127.0.0.1:5101");
+}
+
 // appsettings.json is read from beside the program, wherever it is started from.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 builder.AddServiceDefaults(SearchMetrics.MeterName);
@@ -12,3 +17,4 @@ var app = builder.Build();
 app.MapGrpcService<CandidateTowerService>();
 app.MapServiceDefaults();
 app.Run();
+return 0;

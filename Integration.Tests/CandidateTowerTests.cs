@@ -186,4 +186,11 @@ public class CandidateTowerTests(CandidateTowerFixture fixture) : IClassFixture<
         var empty = await Assert.ThrowsAsync<RpcException>(() => Client.BatchTopKAsync(new BatchTopKRequest { K = 3 }).ResponseAsync);
         Assert.Contains("queries must not be empty", empty.Status.Detail);
     }
+
+    [Fact]
+    public void HealthcheckMode_ExitsZeroForAServingService_AndOneWhenNothingAnswers()
+    {
+        Assert.Equal(0, Programs.Run(Programs.CandidateTower, ["healthcheck", fixture.Service.Address]).ExitCode);
+        Assert.Equal(1, Programs.Run(Programs.CandidateTower, ["healthcheck", $"http://127.0.0.1:{Programs.FreePort()}"]).ExitCode);
+    }
 }

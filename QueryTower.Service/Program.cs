@@ -3,6 +3,11 @@ using Retrieval.QueryTower.Grpc;
 using Retrieval.QueryTower.Recommendation;
 using Retrieval.ServiceDefaults;
 
+if (HealthProbe.IsRequested(args))
+{
+    return await HealthProbe.RunAsync(args, "http://127.0.0.1:5100");
+}
+
 // appsettings.json is read from beside the program, wherever it is started from.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 builder.AddServiceDefaults(QueryMetrics.MeterName);
@@ -12,3 +17,4 @@ var app = builder.Build();
 app.MapGrpcService<QueryTowerService>();
 app.MapServiceDefaults();
 app.Run();
+return 0;

@@ -1,0 +1,31 @@
+using Grpc.Core;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
+
+namespace Retrieval.ServiceDefaults;
+
+/// <summary>
+/// `SERVICE healthcheck [ADDRESS]`: asks a running service's grpc.health.v1 whether it is SERVING and exits 0 or 1.
+/// Container health checks use it, since the runtime images carry no other gRPC probe.
+/// </summary>
+public static class HealthProbe
+{
+    public static bool IsRequested(string[] args) => args.Length > 0 && args[0] == "healthcheck";
+
+    public static async Task<int> RunAsync(string[] args, string defaultAddress)
+    {
+        var address = args.Length > 1 ? args[1] : defaultAddress;
+        try
+        {
+            using var channel = GrpcChannel.ForAddress(address);
+            var reply = await new Health.HealthClient(channel).CheckAsync(new HealthCheckRequest(), deadline: DateTime.UtcNow.AddSeconds(3));
+            Console.WriteLine($"{address}: {reply.Status}");
+            return reply.Status == HealthCheckResponse.Types.ServingStatus.Serving ? 0 : 1;
+        }
+        catch (RpcException e)
+        {
+            Console.WriteLine($"{address}: {e.Status.StatusCode} ({e.Status.Detail})");
+            return 1;
+        }
+    }
+}
