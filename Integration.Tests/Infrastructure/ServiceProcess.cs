@@ -33,6 +33,16 @@ public sealed class ServiceProcess : IDisposable
     public string Output => string.Join('\n', _output);
     public bool HasExited => _process.HasExited;
 
+    /// <summary>Resident memory of the process now.</summary>
+    public long ResidentBytes
+    {
+        get
+        {
+            _process.Refresh();
+            return _process.WorkingSet64;
+        }
+    }
+
     private Process Launch()
     {
         var process = Programs.Start(_dll, _args);
