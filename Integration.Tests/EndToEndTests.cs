@@ -25,7 +25,7 @@ public class EndToEndTests(TrainedModelsFixture shared) : IClassFixture<TrainedM
         var models = shared.Models.NewModelsFolder(out var first);
         using var pair = new ServingPair(models, "--Model:GracePeriodSeconds", "5");
         await pair.WaitAsync();
-        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), Deadline = TimeSpan.FromSeconds(5) });
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), Deadline = TimeSpan.FromSeconds(20) });
         var ratings = shared.Models.Dataset.Ratings;
         var answers = new List<(string User, long At, RecommendResponse Answer)>();
         int failures = 0;
@@ -82,7 +82,7 @@ public class EndToEndTests(TrainedModelsFixture shared) : IClassFixture<TrainedM
         var models = shared.Models.NewModelsFolder(out var first);
         using var pair = new ServingPair(models);
         await pair.WaitAsync();
-        using var client = RetrievalClient.Create(pair.Query.Address);
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), Deadline = TimeSpan.FromSeconds(20) });
         int killedWhileStaging = 0;
         for (int attempt = 0; attempt < 3; attempt++)
         {
@@ -128,7 +128,7 @@ public class EndToEndTests(TrainedModelsFixture shared) : IClassFixture<TrainedM
         var models = shared.Models.NewModelsFolder(out _);
         using var pair = new ServingPair(models, "--Model:GracePeriodSeconds", "0.5");
         await pair.WaitAsync();
-        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), Deadline = TimeSpan.FromSeconds(5) });
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), Deadline = TimeSpan.FromSeconds(20) });
         var repository = new ModelRepository(models);
         int errors = 0, calls = 0;
         var memory = new List<(long Query, long Candidate)>();

@@ -13,7 +13,7 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         var models = shared.Models.NewModelsFolder(out var version);
         using var pair = new ServingPair(models, "--CandidateTower:BreakDurationSeconds", "1", "--CandidateTower:BreakerMinimumThroughput", "2");
         await pair.WaitAsync();
-        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), MaxAttempts = 1 });
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), MaxAttempts = 1, Deadline = TimeSpan.FromSeconds(20) });
         var normal = await client.RecommendAsync("1", 10);
         Assert.False(normal.Degraded, normal.DegradedReason);
 

@@ -22,7 +22,7 @@ public sealed class QueryTowerFixture : IAsyncLifetime
         Services = new ServingPair(Models.Models);
         await Services.WaitAsync();
         Artifact = ModelArtifact.Load(Models.VersionDirectory);
-        Client = RetrievalClient.Create(Services.Query.Address);
+        Client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(Services.Query.Address), Deadline = TimeSpan.FromSeconds(20) });
     }
 
     public Task DisposeAsync()

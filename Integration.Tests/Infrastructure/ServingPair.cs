@@ -6,9 +6,11 @@ public sealed class ServingPair : IDisposable
     public ServingPair(string models, params string[] queryArgs)
     {
         Candidate = new ServiceProcess(Programs.CandidateTower, ["--Model:Directory", models, "--Model:PollIntervalSeconds", "0.2"]);
+        // Generous time limits unless a test sets its own: a shared 2-core CI machine can stall a call for a second.
         Query = new ServiceProcess(Programs.QueryTower,
         [
-            "--Model:Directory", models, "--Model:PollIntervalSeconds", "0.2", "--CandidateTower:Address", Candidate.Address, .. queryArgs,
+            "--Model:Directory", models, "--Model:PollIntervalSeconds", "0.2", "--CandidateTower:Address", Candidate.Address,
+            "--CandidateTower:AttemptTimeoutMs", "5000", "--Recommend:DefaultDeadlineMs", "20000", .. queryArgs,
         ]);
     }
 
