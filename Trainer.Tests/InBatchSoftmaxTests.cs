@@ -56,6 +56,60 @@ public class InBatchSoftmaxTests
         }
     }
 
+    [Theory]
+    [InlineData(false, 1.0f)]
+    [InlineData(true, 1.0f)]
+    [InlineData(true, 0.5f)]
+    public void LogQCorrectionTemperatureAndAccidentalHits_MatchTfrsRetrievalOnTheFullBatch(bool removeAccidentalHits, float temperature)
+    {
+        const int Batch = 48, Dim = 32, Distinct = 12;
+        var rng = new Random(5);
+        var movieOfExample = Enumerable.Range(0, Batch).Select(i => i < Distinct ? i : rng.Next(Distinct)).ToArray();
+        var logP = Enumerable.Range(0, Distinct).Select(_ => (float)Math.Log(0.01 + rng.NextDouble())).ToArray();
+        var movieEmbedding = Enumerable.Range(0, Distinct * Dim).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var q = Enumerable.Range(0, Batch * Dim).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var cFull = movieOfExample.SelectMany(m => movieEmbedding.AsSpan(m * Dim, Dim).ToArray()).ToArray();
+
+        // TFRS: scores / T, minus log p of each column's candidate, other copies of a row's label masked, diagonal labels.
+        double loss;
+        float[] gradQ;
+        using (var scope = NewDisposeScope())
+        {
+            var qt = tensor(q, [Batch, Dim]).requires_grad_(true);
+            var ct = tensor(cFull, [Batch, Dim]);
+            var bias = tensor(movieOfExample.Select(m => -logP[m]).ToArray(), float32);
+            var logits = qt.matmul(ct.t()) / temperature + bias;
+            if (removeAccidentalHits)
+            {
+                var mask = new float[Batch * Batch];
+                for (int i = 0; i < Batch; i++)
+                {
+                    for (int j = 0; j < Batch; j++)
+                    {
+                        mask[i * Batch + j] = i != j && movieOfExample[i] == movieOfExample[j] ? -1e9f : 0f;
+                    }
+                }
+                logits = logits + tensor(mask, [Batch, Batch]);
+            }
+            var l = nn.functional.cross_entropy(logits, arange(Batch, int64), reduction: nn.Reduction.Sum);
+            l.backward();
+            loss = l.item<float>();
+            gradQ = qt.grad!.data<float>().ToArray();
+        }
+
+        var candidates = InBatchCandidates.Of(Enumerable.Range(0, Batch).Select(i => (long)i).ToArray(), movieOfExample);
+        var cDistinct = candidates.Rows.SelectMany(m => movieEmbedding.AsSpan((int)m * Dim, Dim).ToArray()).ToArray();
+        var gq = new float[Batch * Dim];
+        var gc = new float[cDistinct.Length];
+        var logits2 = candidates.Logits(1 / temperature, logP, removeAccidentalHits);
+        double fused = new InBatchSoftmax().LossAndGradients(q, cDistinct, candidates.Labels, Dim, logits2, gq, gc, 1);
+        Assert.Equal(loss, fused, Math.Abs(loss) * 1e-5);
+        for (int i = 0; i < gq.Length; i++)
+        {
+            Assert.Equal(gradQ[i], gq[i], 1e-4f);
+        }
+    }
+
     [Fact]
     public void ExpShiftedSum_MatchesMathExp()
     {

@@ -55,6 +55,10 @@ public sealed class TrainingOptionSet
     public Option<int> TimestampBuckets { get; } = new("--timestamp-buckets") { Description = "Boundaries of timestamp_bucket", DefaultValueFactory = _ => 1000 };
     public Option<int> MaxTokens { get; } = new("--max-tokens") { Description = "Title text vocabulary cap (with padding and OOV)", DefaultValueFactory = _ => 10_000 };
 
+    public Option<double> Temperature { get; } = new("--temperature") { Description = "Divide scores by this before the softmax", DefaultValueFactory = _ => 1.0 };
+    public Option<bool> LogQ { get; } = new("--logq-correction") { Description = "Correct logits by each candidate's sampling probability (TFRS candidate_sampling_probability)" };
+    public Option<bool> RemoveAccidentalHits { get; } = new("--remove-accidental-hits") { Description = "Drop in-batch copies of a row's own movie from its softmax" };
+
     public Option<string> Device { get; } = new("--device")
     {
         Description = "auto (CUDA when available), cpu or cuda",
@@ -74,7 +78,7 @@ public sealed class TrainingOptionSet
             command.Options.Add(QueryFeatures);
         }
         foreach (var option in new Option[] { CandidateFeatures, Split, SplitSeed, TrainFraction, Seed, Epochs, BatchSize, LearningRate,
-            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, MaxTokens, Device, Threads })
+            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, MaxTokens, Temperature, LogQ, RemoveAccidentalHits, Device, Threads })
         {
             command.Options.Add(option);
         }
@@ -98,6 +102,9 @@ public sealed class TrainingOptionSet
             OutputDim = result.GetValue(OutputDim),
             HiddenLayers = [.. hidden.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseSize)],
             Features = new FeatureOptions(result.GetValue(TimestampBuckets), result.GetValue(MaxTokens)),
+            Temperature = result.GetValue(Temperature),
+            LogQCorrection = result.GetValue(LogQ),
+            RemoveAccidentalHits = result.GetValue(RemoveAccidentalHits),
             Device = result.GetValue(Device)!,
             Threads = result.GetValue(Threads),
         };

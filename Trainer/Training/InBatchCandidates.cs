@@ -47,9 +47,27 @@ public sealed class InBatchCandidates
     }
 
     /// <summary>The tutorial's logits: every duplicate column counted (log n), no correction.</summary>
-    public LogitAdjustments Logits(float scale)
+    public LogitAdjustments Logits(float scale) => Logits(scale, null, removeAccidentalHits: false);
+
+    /// <summary>
+    /// Logits as <c>tfrs.tasks.Retrieval</c> forms them: scores divided by the temperature (<paramref name="scale"/> = 1/T),
+    /// minus log of each candidate's sampling probability when <paramref name="logSamplingProbability"/> is given
+    /// (the log-Q correction; indexed by catalogue row), and with a row's other copies of its own label removed when
+    /// <paramref name="removeAccidentalHits"/> is set. Duplicate columns are folded as log n.
+    /// </summary>
+    public LogitAdjustments Logits(float scale, float[]? logSamplingProbability, bool removeAccidentalHits)
     {
-        var logCount = Counts.Select(n => MathF.Log(n)).ToArray();
-        return new LogitAdjustments(scale, logCount, logCount, new float[Counts.Length]);
+        int columns = Counts.Length;
+        var column = new float[columns];
+        var label = new float[columns];
+        var target = new float[columns];
+        for (int j = 0; j < columns; j++)
+        {
+            float correction = logSamplingProbability is null ? 0 : -logSamplingProbability[Rows[j]];
+            column[j] = MathF.Log(Counts[j]) + correction;
+            label[j] = removeAccidentalHits ? correction : column[j];
+            target[j] = correction;
+        }
+        return new LogitAdjustments(scale, column, label, target);
     }
 }

@@ -27,6 +27,15 @@ public sealed record TrainingOptions
 
     public FeatureOptions Features { get; init; } = new();
 
+    /// <summary>Scores are divided by it before the softmax (TFRS Retrieval's temperature); 1 = none.</summary>
+    public double Temperature { get; init; } = 1.0;
+
+    /// <summary>Subtract log of each candidate's sampling probability (its share of training rows) from its logits.</summary>
+    public bool LogQCorrection { get; init; }
+
+    /// <summary>Leave out of a row's softmax the other in-batch copies of its own movie.</summary>
+    public bool RemoveAccidentalHits { get; init; }
+
     /// <summary>auto (CUDA when available), cpu or cuda.</summary>
     public string Device { get; init; } = "auto";
 
@@ -43,6 +52,7 @@ public sealed record TrainingOptions
         Check(HiddenLayers.All(h => h >= 1), "--hidden-layers sizes must be at least 1");
         Check(Threads >= 0, "--threads must be 0 (all cores) or more");
         Check(Device is "auto" or "cpu" or "cuda", $"--device must be auto, cpu or cuda, got {Device}");
+        Check(Temperature > 0 && double.IsFinite(Temperature), $"--temperature must be positive, got {Temperature}");
     }
 
     private static void Check(bool ok, string message)
@@ -73,5 +83,8 @@ public sealed record TrainingOptions
         ["timestampBuckets"] = Features.TimestampBuckets,
         ["maxTokens"] = Features.MaxTokens,
         ["loss"] = "in-batch softmax cross-entropy, summed (tfrs.tasks.Retrieval)",
+        ["temperature"] = Temperature,
+        ["logQCorrection"] = LogQCorrection,
+        ["removeAccidentalHits"] = RemoveAccidentalHits,
     };
 }

@@ -31,6 +31,7 @@ public sealed class TwoTowerModel : IDisposable
     private readonly TorchTower<Retrieval.Core.Data.Movie> _candidate;
     private readonly Tensor _movieRows;
     private readonly InBatchSoftmax _loss = new();
+    private readonly float[]? _logSamplingProbability;
 
     public TwoTowerModel(TrainingData data, TrainingOptions options, Device device)
     {
@@ -42,6 +43,13 @@ public sealed class TwoTowerModel : IDisposable
         _query = new TorchTower<QueryInput>(data.Query, options.EmbeddingDim, layers, device);
         _candidate = new TorchTower<Retrieval.Core.Data.Movie>(data.Candidate, options.EmbeddingDim, layers, device);
         _movieRows = tensor(data.MovieRows.Select(r => (long)r).ToArray(), int64, device);
+        if (options.LogQCorrection)
+        {
+            // A movie's chance to be an in-batch negative is its share of training rows (unseen movies: half a count).
+            var counts = data.TrainingCounts();
+            double total = data.Split.Train.Length;
+            _logSamplingProbability = [.. counts.Select(c => (float)Math.Log(Math.Max(c, 0.5) / total))];
+        }
     }
 
     public TrainingResult Train(Action<string>? log = null, CancellationToken cancellation = default)
@@ -98,7 +106,7 @@ public sealed class TwoTowerModel : IDisposable
     /// </summary>
     private double RetrievalLossBackward(Tensor q, Tensor c, InBatchCandidates batch)
     {
-        var logits = batch.Logits(scale: 1f);
+        var logits = batch.Logits((float)(1 / _options.Temperature), _logSamplingProbability, _options.RemoveAccidentalHits);
         if (_device.type != DeviceType.CPU)
         {
             return RetrievalLossBackwardTorch(q, c, batch, logits);
