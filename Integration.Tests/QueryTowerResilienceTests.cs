@@ -47,4 +47,47 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         Assert.Equal(normal.Movies.Select(m => m.MovieId), latest.Movies.Select(m => m.MovieId));
         Assert.False(pair.Query.HasExited);
     }
+
+    [Fact]
+    public async Task CandidateTowerOnAnotherVersion_TheQueryIsEmbeddedAgainWithAVersionBothHold()
+    {
+        // The query service holds A (current) and B (its previous version, still in its grace period);
+        // the candidate service holds only B, as during a rollout in which it moved first.
+        var queryModels = shared.Models.NewFolder("query-models");
+        var candidateModels = shared.Models.NewFolder("candidate-models");
+        var queryRepository = new Retrieval.Core.Artifact.ModelRepository(queryModels);
+        var b = queryRepository.PublishCopy(shared.Models.VersionDirectory);
+        // The same version B, under its own name, in the candidate service's folder.
+        var source = queryRepository.VersionDirectory(b);
+        var candidateRepository = new Retrieval.Core.Artifact.ModelRepository(candidateModels);
+        foreach (var file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
+        {
+            var to = Path.Combine(candidateRepository.VersionDirectory(b), Path.GetRelativePath(source, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
+            File.Copy(file, to);
+        }
+        candidateRepository.SetCurrent(b);
+        var candidateVersion = b;
+
+        using var candidate = new ServiceProcess(Programs.CandidateTower, ["--Model:Directory", candidateModels]);
+        using var query = new ServiceProcess(Programs.QueryTower,
+            ["--Model:Directory", queryModels, "--Model:PollIntervalSeconds", "0.2", "--CandidateTower:Address", candidate.Address]);
+        await candidate.WaitForHealthAsync();
+        await query.WaitForHealthAsync();
+        var a = queryRepository.PublishCopy(shared.Models.VersionDirectory);
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(query.Address), Deadline = TimeSpan.FromSeconds(20) });
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while ((await client.EmbedAsync("1")).ModelVersion != a)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the query service did not load version A");
+            await Task.Delay(100);
+        }
+
+        var answer = await client.RecommendAsync("1", 10);
+        Assert.False(answer.Degraded, answer.DegradedReason);
+        Assert.Equal(candidateVersion, new Retrieval.Core.Artifact.ModelRepository(candidateModels).CurrentVersion());
+        Assert.NotEqual(a, answer.ModelVersion);
+        Assert.Equal(b, answer.ModelVersion); // embedded again with B, the version the candidate tower has
+        Assert.Equal(10, answer.Movies.Count);
+    }
 }
