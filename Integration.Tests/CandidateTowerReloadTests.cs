@@ -9,9 +9,9 @@ namespace Retrieval.Integration.Tests;
 /// <summary>Model versions changing under a running candidate tower: rollouts, grace periods, damaged versions.</summary>
 public class CandidateTowerReloadTests(TrainedModelsFixture shared) : IClassFixture<TrainedModelsFixture>
 {
-    private static ServiceProcess Start(string models, double graceSeconds) => new(Programs.CandidateTower,
+    private static ServiceProcess Start(string models, double graceSeconds, params string[] more) => new(Programs.CandidateTower,
         ["--Model:Directory", models, "--Model:GracePeriodSeconds", graceSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
-         "--Model:PollIntervalSeconds", "0.2"]);
+         "--Model:PollIntervalSeconds", "0.2", .. more]);
 
     private static TopKRequest Request(string version = "")
     {
@@ -108,7 +108,8 @@ public class CandidateTowerReloadTests(TrainedModelsFixture shared) : IClassFixt
     public async Task DamagedVersion_IsRefused_AndTheOldOneKeepsServing()
     {
         var models = shared.Models.NewModelsFolder(out var good);
-        using var service = Start(models, graceSeconds: 60);
+        int metricsPort = Programs.FreePort();
+        using var service = Start(models, graceSeconds: 60, "--Metrics:Url", $"http://127.0.0.1:{metricsPort}");
         await service.WaitForHealthAsync();
         var client = new CandidateTower.CandidateTowerClient(service.Channel);
 
@@ -131,6 +132,12 @@ public class CandidateTowerReloadTests(TrainedModelsFixture shared) : IClassFixt
         var health = await new Health.HealthClient(service.Channel).CheckAsync(new HealthCheckRequest());
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, health.Status);
         Assert.Contains("Refused model version " + damaged, service.Output);
+        using (var http = new HttpClient())
+        {
+            var scrape = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+            Assert.Contains("retrieval_model_reload_failures_total{otel_scope_name=\"Retrieval.Models\"} 1", scrape);
+            Assert.Contains("retrieval_candidate_requests_total", scrape);
+        }
 
         // Publishing a good version afterwards works as usual.
         var next = repository.PublishCopy(shared.Models.VersionDirectory);

@@ -1,6 +1,7 @@
 using Retrieval.CandidateTower.Search;
 using Retrieval.Core.Search;
 using Retrieval.Core.Serving;
+using Retrieval.ServiceDefaults;
 
 namespace Retrieval.CandidateTower.Extensions;
 
@@ -13,9 +14,11 @@ public static class Extensions
         builder.Services.AddSingleton<SearchMetrics>();
         builder.Services.AddHostedService<SearchWarmUp>();
         var maxBytes = builder.Configuration.GetSection(SearchOptions.Section).Get<SearchOptions>()?.MaxRequestBytes ?? new SearchOptions().MaxRequestBytes;
+        builder.Services.AddSingleton(sp => new RequestMetrics(sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), SearchMetrics.MeterName, "retrieval.candidate"));
         builder.Services.AddGrpc(grpc =>
         {
             grpc.MaxReceiveMessageSize = maxBytes;
+            grpc.Interceptors.Add<RequestMetricsInterceptor>();
             grpc.EnableDetailedErrors = false;
         });
         return builder;

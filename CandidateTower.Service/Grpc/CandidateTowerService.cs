@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Diagnostics;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Microsoft.Extensions.Options;
@@ -23,91 +22,62 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
 
     public override async Task TopK(TopKRequest request, IServerStreamWriter<TopKResponse> responseStream, ServerCallContext context)
     {
-        var clock = Stopwatch.StartNew();
-        string status = "OK";
-        long scanned = 0;
-        try
+        ValidateK(request.K);
+        using var lease = Acquire(request.ModelVersion);
+        var results = Search(lease.Model, request.Embedding, request.ExcludeMovieIds, request.K, "", out long scanned);
+        metrics.Scanned(scanned);
+        // Sent with the first message rather than flushed on their own.
+        context.GetHttpContext().Response.Headers.Append(VersionHeader, lease.Model.Version);
+        int chunk = _options.StreamChunkSize;
+        for (int start = 0; start < results.Count || start == 0; start += chunk)
         {
-            ValidateK(request.K);
-            using var lease = Acquire(request.ModelVersion);
-            var results = Search(lease.Model, request.Embedding, request.ExcludeMovieIds, request.K, "", out scanned);
-            // Sent with the first message rather than flushed on their own.
-            context.GetHttpContext().Response.Headers.Append(VersionHeader, lease.Model.Version);
-            int chunk = _options.StreamChunkSize;
-            for (int start = 0; start < results.Count || start == 0; start += chunk)
+            var message = new TopKResponse { ModelVersion = start == 0 ? lease.Model.Version : "" };
+            message.Results.AddRange(results.Skip(start).Take(chunk));
+            await responseStream.WriteAsync(message, context.CancellationToken);
+            if (results.Count == 0)
             {
-                var message = new TopKResponse { ModelVersion = start == 0 ? lease.Model.Version : "" };
-                message.Results.AddRange(results.Skip(start).Take(chunk));
-                await responseStream.WriteAsync(message, context.CancellationToken);
-                if (results.Count == 0)
-                {
-                    break;
-                }
+                break;
             }
-        }
-        catch (RpcException e)
-        {
-            status = e.StatusCode.ToString();
-            throw;
-        }
-        finally
-        {
-            metrics.Record("TopK", status, clock.Elapsed.TotalMilliseconds, scanned);
         }
     }
 
     public override Task<BatchTopKResponse> BatchTopK(BatchTopKRequest request, ServerCallContext context)
     {
-        var clock = Stopwatch.StartNew();
-        string status = "OK";
-        long scanned = 0;
-        try
+        if (request.Queries.Count == 0)
         {
-            if (request.Queries.Count == 0)
-            {
-                throw Invalid("queries must not be empty");
-            }
-            if (request.Queries.Count > _options.MaxBatchQueries)
-            {
-                throw Invalid($"queries has {request.Queries.Count} entries; at most {_options.MaxBatchQueries} per call");
-            }
-            ValidateK(request.K);
-            using var lease = Acquire(request.ModelVersion);
-            var response = new BatchTopKResponse { ModelVersion = lease.Model.Version };
-            var lists = new List<ScoredMovie>[request.Queries.Count];
-            var counts = new long[request.Queries.Count];
-            // Validate every query first so a bad one fails the call before any work.
-            for (int i = 0; i < request.Queries.Count; i++)
-            {
-                ValidateQuery(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, $"queries[{i}].");
-            }
-            if (request.Queries.Count == 1)
-            {
-                lists[0] = Search(lease.Model, request.Queries[0].Embedding, request.Queries[0].ExcludeMovieIds, request.K, "queries[0].", out counts[0]);
-            }
-            else
-            {
-                Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = _options.EffectiveParallelism }, i =>
-                    lists[i] = Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K, $"queries[{i}].", out counts[i], parallelism: 1));
-            }
-            foreach (var list in lists)
-            {
-                var result = new TopKResult();
-                result.Results.AddRange(list);
-                response.Results.Add(result);
-            }
-            scanned = counts.Sum();
-            return Task.FromResult(response);
+            throw Invalid("queries must not be empty");
         }
-        catch (RpcException e)
+        if (request.Queries.Count > _options.MaxBatchQueries)
         {
-            status = e.StatusCode.ToString();
-            throw;
+            throw Invalid($"queries has {request.Queries.Count} entries; at most {_options.MaxBatchQueries} per call");
         }
-        finally
+        ValidateK(request.K);
+        using var lease = Acquire(request.ModelVersion);
+        var response = new BatchTopKResponse { ModelVersion = lease.Model.Version };
+        var lists = new List<ScoredMovie>[request.Queries.Count];
+        var counts = new long[request.Queries.Count];
+        // Validate every query first so a bad one fails the call before any work.
+        for (int i = 0; i < request.Queries.Count; i++)
         {
-            metrics.Record("BatchTopK", status, clock.Elapsed.TotalMilliseconds, scanned);
+            ValidateQuery(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, $"queries[{i}].");
         }
+        if (request.Queries.Count == 1)
+        {
+            lists[0] = Search(lease.Model, request.Queries[0].Embedding, request.Queries[0].ExcludeMovieIds, request.K, "queries[0].", out counts[0]);
+        }
+        else
+        {
+            Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = _options.EffectiveParallelism }, i =>
+                lists[i] = Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K, $"queries[{i}].", out counts[i], parallelism: 1));
+        }
+        foreach (var list in lists)
+        {
+            var result = new TopKResult();
+            result.Results.AddRange(list);
+            response.Results.Add(result);
+        }
+        metrics.Scanned(counts.Sum());
+        return Task.FromResult(response);
     }
 
     public override Task<IndexInfo> GetIndexInfo(GetIndexInfoRequest request, ServerCallContext context)

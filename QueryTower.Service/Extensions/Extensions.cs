@@ -2,6 +2,7 @@ using Microsoft.Extensions.Options;
 using Retrieval.Core.Features;
 using Retrieval.Core.Serving;
 using Retrieval.QueryTower.Recommendation;
+using Retrieval.ServiceDefaults;
 
 namespace Retrieval.QueryTower.Extensions;
 
@@ -15,7 +16,12 @@ public static class Extensions
         builder.Services.AddSingleton<QueryMetrics>();
         builder.Services.AddSingleton<CandidateSearch>();
         builder.Services.AddHostedService<WarmUp>();
-        builder.Services.AddGrpc(grpc => grpc.MaxReceiveMessageSize = 1024 * 1024);
+        builder.Services.AddSingleton(sp => new RequestMetrics(sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), QueryMetrics.MeterName, "retrieval.query"));
+        builder.Services.AddGrpc(grpc =>
+        {
+            grpc.MaxReceiveMessageSize = 1024 * 1024;
+            grpc.Interceptors.Add<RequestMetricsInterceptor>();
+        });
         // One client from the factory: its channel's handler (and HTTP/2 connection) is shared by every request.
         builder.Services
             .AddGrpcClient<V1.CandidateTower.CandidateTowerClient>((sp, o) =>

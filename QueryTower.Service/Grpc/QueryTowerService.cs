@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Grpc.Core;
 using Microsoft.Extensions.Options;
 using Retrieval.Core.Features;
@@ -22,180 +21,124 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
 
     public override async Task<RecommendResponse> Recommend(RecommendRequest request, ServerCallContext context)
     {
-        var clock = Stopwatch.StartNew();
-        string status = "OK";
+        var input = Validate(request.Context, "context.");
+        if (request.K < 1 || request.K > _options.MaxK)
+        {
+            throw Invalid($"k must be between 1 and {_options.MaxK}, got {request.K}");
+        }
+        if (request.ExcludeMovieIds.Count > _options.MaxExclusions)
+        {
+            throw Invalid($"exclude_movie_ids has {request.ExcludeMovieIds.Count} ids; at most {_options.MaxExclusions}");
+        }
+        var deadline = Deadline(context);
+        var searchDeadline = deadline - TimeSpan.FromMilliseconds(_options.FallbackReserveMs);
+        var lease = Acquire();
         try
         {
-            var input = Validate(request.Context, "context.");
-            if (request.K < 1 || request.K > _options.MaxK)
+            var (embedding, known) = Embed(lease.Model, input);
+            var excluded = new HashSet<int>(request.ExcludeMovieIds);
+            if (request.ExcludeRated)
             {
-                throw Invalid($"k must be between 1 and {_options.MaxK}, got {request.K}");
-            }
-            if (request.ExcludeMovieIds.Count > _options.MaxExclusions)
-            {
-                throw Invalid($"exclude_movie_ids has {request.ExcludeMovieIds.Count} ids; at most {_options.MaxExclusions}");
-            }
-            var deadline = Deadline(context);
-            var searchDeadline = deadline - TimeSpan.FromMilliseconds(_options.FallbackReserveMs);
-            var lease = Acquire();
-            try
-            {
-                var (embedding, known) = Embed(lease.Model, input);
-                var excluded = new HashSet<int>(request.ExcludeMovieIds);
-                if (request.ExcludeRated)
+                foreach (var id in lease.Artifact.History.RatedBy(input.UserId))
                 {
-                    foreach (var id in lease.Artifact.History.RatedBy(input.UserId))
+                    excluded.Add(id);
+                }
+            }
+            // The candidate tower takes at most its cap of exclusions; the rest are filtered here after over-fetching.
+            var sent = excluded.Take(_candidateExclusionCap).ToList();
+            int fetch = Math.Min(_options.MaxK, request.K + (excluded.Count - sent.Count));
+            var outcome = await search.TopKAsync(embedding, lease.Model.Version, fetch, sent, searchDeadline, context.CancellationToken);
+
+            if (outcome.Failure == SearchFailure.VersionNotLoaded)
+            {
+                // The candidate tower has moved to another version: embed once more with a version both sides hold.
+                var theirs = await search.LoadedVersionsAsync(searchDeadline, context.CancellationToken);
+                await models.RefreshAsync(context.CancellationToken);
+                ModelLease? shared = null;
+                foreach (var version in theirs)
+                {
+                    if (models.TryAcquire(version, out _) is { } candidate)
                     {
-                        excluded.Add(id);
+                        shared = candidate;
+                        break;
                     }
                 }
-                // The candidate tower takes at most its cap of exclusions; the rest are filtered here after over-fetching.
-                var sent = excluded.Take(_candidateExclusionCap).ToList();
-                int fetch = Math.Min(_options.MaxK, request.K + (excluded.Count - sent.Count));
-                var outcome = await search.TopKAsync(embedding, lease.Model.Version, fetch, sent, searchDeadline, context.CancellationToken);
-
-                if (outcome.Failure == SearchFailure.VersionNotLoaded)
+                if (shared is { } other)
                 {
-                    // The candidate tower has moved to another version: embed once more with a version both sides hold.
-                    var theirs = await search.LoadedVersionsAsync(searchDeadline, context.CancellationToken);
-                    await models.RefreshAsync(context.CancellationToken);
-                    ModelLease? shared = null;
-                    foreach (var version in theirs)
+                    lease.Dispose();
+                    lease = other;
+                    metrics.Reembedded();
+                    (embedding, known) = Embed(lease.Model, input);
+                    outcome = await search.TopKAsync(embedding, lease.Model.Version, fetch, sent, searchDeadline, context.CancellationToken);
+                }
+                else
+                {
+                    outcome = outcome with { Failure = SearchFailure.Unavailable, Reason = "no model version shared with the candidate tower" };
+                }
+            }
+
+            var response = new RecommendResponse { ModelVersion = lease.Model.Version, KnownUser = known };
+            if (outcome.Failure == SearchFailure.None)
+            {
+                int rank = 0;
+                foreach (var movie in outcome.Movies)
+                {
+                    if (!excluded.Contains(movie.MovieId))
                     {
-                        if (models.TryAcquire(version, out _) is { } candidate)
+                        response.Movies.Add(new ScoredMovie(movie) { Rank = ++rank });
+                        if (rank == request.K)
                         {
-                            shared = candidate;
                             break;
                         }
                     }
-                    if (shared is { } other)
-                    {
-                        lease.Dispose();
-                        lease = other;
-                        metrics.Reembedded();
-                        (embedding, known) = Embed(lease.Model, input);
-                        outcome = await search.TopKAsync(embedding, lease.Model.Version, fetch, sent, searchDeadline, context.CancellationToken);
-                    }
-                    else
-                    {
-                        outcome = outcome with { Failure = SearchFailure.Unavailable, Reason = "no model version shared with the candidate tower" };
-                    }
                 }
-
-                var response = new RecommendResponse { ModelVersion = lease.Model.Version, KnownUser = known };
-                if (outcome.Failure == SearchFailure.None)
-                {
-                    int rank = 0;
-                    foreach (var movie in outcome.Movies)
-                    {
-                        if (!excluded.Contains(movie.MovieId))
-                        {
-                            response.Movies.Add(new ScoredMovie(movie) { Rank = ++rank });
-                            if (rank == request.K)
-                            {
-                                break;
-                            }
-                        }
-                    }
-                    return response;
-                }
-                metrics.Degraded(outcome.Reason);
-                log.LogWarning("Recommend degraded for user {User}: {Reason}", input.UserId, outcome.Reason);
-                response.Degraded = true;
-                response.DegradedReason = outcome.Reason;
-                response.Movies.AddRange(PopularFallback(lease.Model, request.K, excluded));
                 return response;
             }
-            finally
-            {
-                lease.Dispose();
-            }
-        }
-        catch (RpcException e)
-        {
-            status = e.StatusCode.ToString();
-            throw;
+            metrics.Degraded(outcome.Reason);
+            log.LogWarning("Recommend degraded for user {User}: {Reason}", input.UserId, outcome.Reason);
+            response.Degraded = true;
+            response.DegradedReason = outcome.Reason;
+            response.Movies.AddRange(PopularFallback(lease.Model, request.K, excluded));
+            return response;
         }
         finally
         {
-            metrics.Request("Recommend", status, clock.Elapsed.TotalMilliseconds);
+            lease.Dispose();
         }
     }
 
     public override Task<EmbedResponse> Embed(EmbedRequest request, ServerCallContext context)
     {
-        var clock = Stopwatch.StartNew();
-        string status = "OK";
-        try
-        {
-            var input = Validate(request.Context, "context.");
-            using var lease = Acquire();
-            var (embedding, known) = Embed(lease.Model, input);
-            var response = new EmbedResponse { ModelVersion = lease.Model.Version, KnownUser = known };
-            response.Embedding.AddRange(embedding);
-            return Task.FromResult(response);
-        }
-        catch (RpcException e)
-        {
-            status = e.StatusCode.ToString();
-            throw;
-        }
-        finally
-        {
-            metrics.Request("Embed", status, clock.Elapsed.TotalMilliseconds);
-        }
+        var input = Validate(request.Context, "context.");
+        using var lease = Acquire();
+        var (embedding, known) = Embed(lease.Model, input);
+        var response = new EmbedResponse { ModelVersion = lease.Model.Version, KnownUser = known };
+        response.Embedding.AddRange(embedding);
+        return Task.FromResult(response);
     }
 
     public override Task<BatchEmbedResponse> BatchEmbed(BatchEmbedRequest request, ServerCallContext context)
     {
-        var clock = Stopwatch.StartNew();
-        string status = "OK";
-        try
+        if (request.Contexts.Count == 0 || request.Contexts.Count > _options.MaxBatch)
         {
-            if (request.Contexts.Count == 0 || request.Contexts.Count > _options.MaxBatch)
-            {
-                throw Invalid($"contexts must hold 1 to {_options.MaxBatch} entries, got {request.Contexts.Count}");
-            }
-            var inputs = request.Contexts.Select((c, i) => Validate(c, $"contexts[{i}].")).ToList();
-            using var lease = Acquire();
-            var response = new BatchEmbedResponse { ModelVersion = lease.Model.Version };
-            foreach (var input in inputs)
-            {
-                var (embedding, known) = Embed(lease.Model, input);
-                var one = new EmbedResponse { ModelVersion = lease.Model.Version, KnownUser = known };
-                one.Embedding.AddRange(embedding);
-                response.Embeddings.Add(one);
-            }
-            return Task.FromResult(response);
+            throw Invalid($"contexts must hold 1 to {_options.MaxBatch} entries, got {request.Contexts.Count}");
         }
-        catch (RpcException e)
+        var inputs = request.Contexts.Select((c, i) => Validate(c, $"contexts[{i}].")).ToList();
+        using var lease = Acquire();
+        var response = new BatchEmbedResponse { ModelVersion = lease.Model.Version };
+        foreach (var input in inputs)
         {
-            status = e.StatusCode.ToString();
-            throw;
+            var (embedding, known) = Embed(lease.Model, input);
+            var one = new EmbedResponse { ModelVersion = lease.Model.Version, KnownUser = known };
+            one.Embedding.AddRange(embedding);
+            response.Embeddings.Add(one);
         }
-        finally
-        {
-            metrics.Request("BatchEmbed", status, clock.Elapsed.TotalMilliseconds);
-        }
+        return Task.FromResult(response);
     }
 
     public override async Task<PingResponse> Ping(PingRequest request, ServerCallContext context)
     {
-        var clock = Stopwatch.StartNew();
-        string status = "OK";
-        try
-        {
-            return await search.PingAsync(request, Deadline(context), context.CancellationToken);
-        }
-        catch (RpcException e)
-        {
-            status = e.StatusCode.ToString();
-            throw;
-        }
-        finally
-        {
-            metrics.Request("Ping", status, clock.Elapsed.TotalMilliseconds);
-        }
+        return await search.PingAsync(request, Deadline(context), context.CancellationToken);
     }
 
     private DateTime Deadline(ServerCallContext context)

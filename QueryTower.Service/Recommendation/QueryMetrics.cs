@@ -1,14 +1,11 @@
-using System.Diagnostics;
 using System.Diagnostics.Metrics;
 
 namespace Retrieval.QueryTower.Recommendation;
 
-/// <summary>The query tower's OpenTelemetry metrics (meter "Retrieval.QueryTower").</summary>
+/// <summary>The query tower's own OpenTelemetry metrics (meter "Retrieval.QueryTower"); request counts and latency come from the interceptor.</summary>
 public sealed class QueryMetrics
 {
     public const string MeterName = "Retrieval.QueryTower";
-    private readonly Counter<long> _requests;
-    private readonly Histogram<double> _latency;
     private readonly Counter<long> _degraded;
     private readonly Counter<long> _unknownUsers;
     private readonly Counter<long> _reembeds;
@@ -16,18 +13,9 @@ public sealed class QueryMetrics
     public QueryMetrics(IMeterFactory meters)
     {
         var meter = meters.Create(MeterName);
-        _requests = meter.CreateCounter<long>("retrieval.query.requests", description: "Requests by method and status code");
-        _latency = meter.CreateHistogram<double>("retrieval.query.latency", unit: "ms", description: "Request latency");
         _degraded = meter.CreateCounter<long>("retrieval.query.degraded", description: "Recommend answers served from the popularity fallback, by reason");
         _unknownUsers = meter.CreateCounter<long>("retrieval.query.unknown_users", description: "Requests for users outside the model's vocabulary");
         _reembeds = meter.CreateCounter<long>("retrieval.query.reembeds", description: "Queries embedded again because the candidate tower had moved to another version");
-    }
-
-    public void Request(string method, string status, double milliseconds)
-    {
-        var tags = new TagList { { "method", method }, { "status", status } };
-        _requests.Add(1, tags);
-        _latency.Record(milliseconds, tags);
     }
 
     public void Degraded(string reason) => _degraded.Add(1, new KeyValuePair<string, object?>("reason", reason));

@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Grpc.Core;
+using Grpc.Core.Interceptors;
+
+namespace Retrieval.ServiceDefaults;
+
+/// <summary>A service's request count and latency instruments, by method and status code.</summary>
+public sealed class RequestMetrics(IMeterFactory meters, string meterName, string prefix)
+{
+    private readonly Meter _meter = meters.Create(meterName);
+    private Counter<long>? _requests;
+    private Histogram<double>? _latency;
+
+    public void Record(string method, string status, double milliseconds)
+    {
+        _requests ??= _meter.CreateCounter<long>($"{prefix}.requests", description: "Requests by method and status code");
+        _latency ??= _meter.CreateHistogram<double>($"{prefix}.latency", unit: "ms", description: "Request latency by method and status code");
+        var tags = new TagList { { "method", method }, { "status", status } };
+        _requests.Add(1, tags);
+        _latency.Record(milliseconds, tags);
+    }
+}
+
+/// <summary>Counts and times every unary and server-streaming call, so handlers carry no measuring code.</summary>
+public sealed class RequestMetricsInterceptor(RequestMetrics metrics) : Interceptor
+{
+    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
+        UnaryServerMethod<TRequest, TResponse> continuation)
+    {
+        long start = Stopwatch.GetTimestamp();
+        string status = nameof(StatusCode.OK);
+        try
+        {
+            return await continuation(request, context);
+        }
+        catch (RpcException e)
+        {
+            status = e.StatusCode.ToString();
+            throw;
+        }
+        catch
+        {
+            status = nameof(StatusCode.Unknown);
+            throw;
+        }
+        finally
+        {
+            metrics.Record(MethodName(context), status, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+    }
+
+    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
+        ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        long start = Stopwatch.GetTimestamp();
+        string status = nameof(StatusCode.OK);
+        try
+        {
+            await continuation(request, responseStream, context);
+        }
+        catch (RpcException e)
+        {
+            status = e.StatusCode.ToString();
+            throw;
+        }
+        catch
+        {
+            status = nameof(StatusCode.Unknown);
+            throw;
+        }
+        finally
+        {
+            metrics.Record(MethodName(context), status, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+    }
+
+    private static string MethodName(ServerCallContext context) => context.Method[(context.Method.LastIndexOf('/') + 1)..];
+}
