@@ -8,10 +8,11 @@ namespace Retrieval.Trainer.Tests;
 public class TowerParityTests(SampleData sample) : IClassFixture<SampleData>
 {
     [Theory]
-    [InlineData("user_id", "")]
-    [InlineData("user_id,timestamp", "")]
-    [InlineData("user_id,timestamp", "16")] // a hidden ReLU layer
-    public void PlainCSharpTowers_EqualTorchSharpTowers(string queryFeatures, string hidden)
+    [InlineData("user_id", "", false)]
+    [InlineData("user_id,timestamp", "", false)]
+    [InlineData("user_id,timestamp", "16", false)] // a hidden ReLU layer
+    [InlineData("user_id,timestamp", "16", true)]  // and L2-normalised outputs
+    public void PlainCSharpTowers_EqualTorchSharpTowers(string queryFeatures, string hidden, bool normalize)
     {
         var options = new TrainingOptions
         {
@@ -19,12 +20,15 @@ public class TowerParityTests(SampleData sample) : IClassFixture<SampleData>
             HiddenLayers = [.. hidden.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)],
             Epochs = 1,
             BatchSize = 512,
+            Normalize = normalize,
+            LogQCorrection = normalize,
             Features = new FeatureOptions(TimestampBuckets: 50),
         };
         var data = TrainingData.Prepare(sample.Dataset, options);
         using var model = new TwoTowerModel(data, options, torch.CPU);
         model.Train();
         var (query, candidate) = model.Export();
+        Assert.Equal(normalize, query.Normalize);
 
         var ratings = sample.Dataset.Ratings;
         long min = ratings.Timestamps.Min(), max = ratings.Timestamps.Max();

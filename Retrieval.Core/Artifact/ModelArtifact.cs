@@ -90,9 +90,9 @@ public sealed class ModelArtifact : IDisposable
         var queryFeatures = manifest.QueryTower.Features.Select(s => FeatureCatalog.LoadQuery(s, directory)).ToList();
         var candidateFeatures = manifest.CandidateTower.Features.Select(s => FeatureCatalog.LoadCandidate(s, directory)).ToList();
         var query = Tower<QueryInput>.FromWeights(queryFeatures, manifest.QueryTower.EmbeddingDim,
-            SafeTensors.Read(Path.Combine(directory, manifest.QueryTower.WeightsFile)), manifest.QueryTower.WeightsFile);
+            SafeTensors.Read(Path.Combine(directory, manifest.QueryTower.WeightsFile)), manifest.QueryTower.WeightsFile, manifest.QueryTower.Normalize);
         var candidate = Tower<Movie>.FromWeights(candidateFeatures, manifest.CandidateTower.EmbeddingDim,
-            SafeTensors.Read(Path.Combine(directory, manifest.CandidateTower.WeightsFile)), manifest.CandidateTower.WeightsFile);
+            SafeTensors.Read(Path.Combine(directory, manifest.CandidateTower.WeightsFile)), manifest.CandidateTower.WeightsFile, manifest.CandidateTower.Normalize);
         if (query.OutputDim != manifest.OutputDim || candidate.OutputDim != manifest.OutputDim)
         {
             throw new InvalidDataException($"tower outputs are {query.OutputDim} (query) and {candidate.OutputDim} (candidate); the manifest says {manifest.OutputDim}");
@@ -198,6 +198,7 @@ public sealed class ModelArtifact : IDisposable
         EmbeddingDim = tower.EmbeddingDim,
         Features = [.. tower.Features.Select(f => f.Save(directory))],
         Layers = [.. tower.Weights().Where(w => w.Name.EndsWith(".bias", StringComparison.Ordinal)).Select(w => w.Shape[0])],
+        Normalize = tower.Normalize,
     };
 
     private static Dictionary<string, string> Metadata(ModelManifest manifest, string part) => new()

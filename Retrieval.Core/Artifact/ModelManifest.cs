@@ -87,6 +87,9 @@ public sealed class TowerSpec
 
     /// <summary>Output size of each dense layer, the last being the tower's output.</summary>
     public int[] Layers { get; set; } = [];
+
+    /// <summary>Whether the output is scaled to unit L2 length.</summary>
+    public bool Normalize { get; set; }
 }
 
 public sealed record FileEntry(string Sha256, long Bytes);

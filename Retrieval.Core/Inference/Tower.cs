@@ -21,8 +21,10 @@ public sealed class Tower<TInput>
     private readonly int _maxWidth;
     private readonly int _maxLayer;
 
-    public Tower(IReadOnlyList<Feature<TInput>> features, int embeddingDim, IReadOnlyList<float[]?> tables, IReadOnlyList<DenseLayer> layers)
+    public Tower(IReadOnlyList<Feature<TInput>> features, int embeddingDim, IReadOnlyList<float[]?> tables, IReadOnlyList<DenseLayer> layers,
+        bool normalize = false)
     {
+        Normalize = normalize;
         if (layers.Count == 0)
         {
             throw new ArgumentException("a tower needs at least one dense layer");
@@ -52,13 +54,16 @@ public sealed class Tower<TInput>
     public int InputDim { get; }
     public int OutputDim => _layers[^1].Out;
 
+    /// <summary>Whether the output is scaled to unit L2 length (scores are then cosine similarities).</summary>
+    public bool Normalize { get; }
+
     public static string EmbeddingName(string feature) => $"embeddings.{feature}";
     public static string WeightName(int layer) => $"dense.{layer}.weight";
     public static string BiasName(int layer) => $"dense.{layer}.bias";
 
     /// <summary>Builds the tower from safetensors weights, checking every shape against the features.</summary>
     public static Tower<TInput> FromWeights(IReadOnlyList<Feature<TInput>> features, int embeddingDim,
-        IReadOnlyDictionary<string, NamedTensor> weights, string source)
+        IReadOnlyDictionary<string, NamedTensor> weights, string source, bool normalize = false)
     {
         NamedTensor Get(string name) => weights.TryGetValue(name, out var t) ? t
             : throw new InvalidDataException($"{source}: missing tensor '{name}'");
@@ -75,7 +80,7 @@ public sealed class Tower<TInput>
             int outDim = w.Shape[0], inDim = w.Shape[1];
             layers.Add(new DenseLayer(w.RequireFloats(outDim, inDim), Get(BiasName(i)).RequireFloats(outDim), inDim, outDim));
         }
-        return new Tower<TInput>(features, embeddingDim, tables, layers);
+        return new Tower<TInput>(features, embeddingDim, tables, layers, normalize);
     }
 
     public IEnumerable<NamedTensor> Weights()
@@ -154,6 +159,12 @@ public sealed class Tower<TInput>
                 y.CopyTo(a);
                 x = a[..layer.Out];
             }
+        }
+        if (Normalize)
+        {
+            var y = output[..OutputDim];
+            // As torch.nn.functional.normalize: divide by max(‖y‖, 1e-12).
+            TensorPrimitives.Divide(y, MathF.Max(TensorPrimitives.Norm(y), 1e-12f), y);
         }
     }
 

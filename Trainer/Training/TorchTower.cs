@@ -16,8 +16,12 @@ public sealed class TorchTower<TInput> : IDisposable
     private readonly List<(Feature<TInput> Feature, Tensor? Table, Tensor Encoded)> _features = [];
     private readonly List<(Tensor Weight, Tensor Bias)> _layers = [];
 
-    public TorchTower(IReadOnlyList<EncodedFeature<TInput>> encoded, int embeddingDim, IReadOnlyList<int> layerSizes, Device device)
+    private readonly bool _normalize;
+
+    public TorchTower(IReadOnlyList<EncodedFeature<TInput>> encoded, int embeddingDim, IReadOnlyList<int> layerSizes, Device device,
+        bool normalize = false)
     {
+        _normalize = normalize;
         EmbeddingDim = embeddingDim;
         int inputDim = 0;
         foreach (var e in encoded)
@@ -139,7 +143,7 @@ public sealed class TorchTower<TInput> : IDisposable
                 h = nn.functional.relu(h);
             }
         }
-        return h;
+        return _normalize ? nn.functional.normalize(h, p: 2, dim: 1, eps: 1e-12) : h;
     }
 
     /// <summary>The same tower in plain C#, for the artifact and the services.</summary>
@@ -148,7 +152,7 @@ public sealed class TorchTower<TInput> : IDisposable
         var tables = _features.Select(f => f.Table is null ? null : f.Table.detach().cpu().data<float>().ToArray()).ToList();
         var layers = _layers.Select(l => new DenseLayer(l.Weight.detach().cpu().data<float>().ToArray(),
             l.Bias.detach().cpu().data<float>().ToArray(), (int)l.Weight.shape[1], (int)l.Weight.shape[0])).ToList();
-        return new Tower<TInput>([.. _features.Select(f => f.Feature)], EmbeddingDim, tables, layers);
+        return new Tower<TInput>([.. _features.Select(f => f.Feature)], EmbeddingDim, tables, layers, _normalize);
     }
 
     public void Dispose()

@@ -33,6 +33,9 @@ public sealed record TrainingOptions
     /// <summary>Subtract log of each candidate's sampling probability (its share of training rows) from its logits.</summary>
     public bool LogQCorrection { get; init; }
 
+    /// <summary>Scale both towers' outputs to unit length (cosine scores; pair with a temperature below 1).</summary>
+    public bool Normalize { get; init; }
+
     /// <summary>Leave out of a row's softmax the other in-batch copies of its own movie.</summary>
     public bool RemoveAccidentalHits { get; init; }
 
@@ -84,6 +87,7 @@ public sealed record TrainingOptions
         ["maxTokens"] = Features.MaxTokens,
         ["loss"] = "in-batch softmax cross-entropy, summed (tfrs.tasks.Retrieval)",
         ["temperature"] = Temperature,
+        ["normalize"] = Normalize,
         ["logQCorrection"] = LogQCorrection,
         ["removeAccidentalHits"] = RemoveAccidentalHits,
     };

@@ -40,8 +40,8 @@ public sealed class TwoTowerModel : IDisposable
         _device = device;
         random.manual_seed(options.Seed);
         int[] layers = [.. options.HiddenLayers, options.OutputDim];
-        _query = new TorchTower<QueryInput>(data.Query, options.EmbeddingDim, layers, device);
-        _candidate = new TorchTower<Retrieval.Core.Data.Movie>(data.Candidate, options.EmbeddingDim, layers, device);
+        _query = new TorchTower<QueryInput>(data.Query, options.EmbeddingDim, layers, device, options.Normalize);
+        _candidate = new TorchTower<Retrieval.Core.Data.Movie>(data.Candidate, options.EmbeddingDim, layers, device, options.Normalize);
         _movieRows = tensor(data.MovieRows.Select(r => (long)r).ToArray(), int64, device);
         if (options.LogQCorrection)
         {
