@@ -42,6 +42,23 @@ public class TrainingTests(SampleData sample) : IClassFixture<SampleData>
     }
 
     [Fact]
+    public void UserIdDropout_TrainsTheOutOfVocabularyRow_ThatUnseenUsersGet()
+    {
+        float[] OovRow(double dropout)
+        {
+            var options = Options("user_id") with { Epochs = 1, UserIdDropout = dropout };
+            using var model = new TwoTowerModel(TrainingData.Prepare(sample.Dataset, options), options, torch.CPU);
+            model.Train();
+            var table = model.Export().Query.Weights().Single(w => w.Name == "embeddings.user_id").Floats!;
+            return table[..32];
+        }
+        var untouched = OovRow(0); // every training user is known: row 0 keeps its initial values
+        var trained = OovRow(0.3);
+        Assert.All(untouched, v => Assert.InRange(v, -0.05f, 0.05f));
+        Assert.NotEqual(untouched, trained);
+    }
+
+    [Fact]
     public void MostPopular_RanksByTrainingCounts()
     {
         var data = TrainingData.Prepare(sample.Dataset, Options("user_id"));

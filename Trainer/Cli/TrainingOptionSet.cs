@@ -58,6 +58,7 @@ public sealed class TrainingOptionSet
     public Option<double> Temperature { get; } = new("--temperature") { Description = "Divide scores by this before the softmax", DefaultValueFactory = _ => 1.0 };
     public Option<bool> LogQ { get; } = new("--logq-correction") { Description = "Correct logits by each candidate's sampling probability (TFRS candidate_sampling_probability)" };
     public Option<bool> Normalize { get; } = new("--normalize") { Description = "L2-normalise both towers' outputs (cosine scores)" };
+    public Option<double> UserIdDropout { get; } = new("--user-id-dropout") { Description = "Share of training rows trained as an unseen user (the OOV row)", DefaultValueFactory = _ => 0 };
     public Option<bool> RemoveAccidentalHits { get; } = new("--remove-accidental-hits") { Description = "Drop in-batch copies of a row's own movie from its softmax" };
 
     public Option<string> Device { get; } = new("--device")
@@ -79,7 +80,7 @@ public sealed class TrainingOptionSet
             command.Options.Add(QueryFeatures);
         }
         foreach (var option in new Option[] { CandidateFeatures, Split, SplitSeed, TrainFraction, Seed, Epochs, BatchSize, LearningRate,
-            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, MaxTokens, Temperature, LogQ, RemoveAccidentalHits, Normalize, Device, Threads })
+            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, MaxTokens, Temperature, LogQ, RemoveAccidentalHits, Normalize, UserIdDropout, Device, Threads })
         {
             command.Options.Add(option);
         }
@@ -107,6 +108,7 @@ public sealed class TrainingOptionSet
             LogQCorrection = result.GetValue(LogQ),
             RemoveAccidentalHits = result.GetValue(RemoveAccidentalHits),
             Normalize = result.GetValue(Normalize),
+            UserIdDropout = result.GetValue(UserIdDropout),
             Device = result.GetValue(Device)!,
             Threads = result.GetValue(Threads),
         };

@@ -90,6 +90,29 @@ public sealed class TorchTower<TInput> : IDisposable
     /// <summary>The tower's output for the given rows (int64 tensor on the tower's device).</summary>
     public Tensor Forward(Tensor rows) => Forward([.. _features.Select(f => f.Encoded.index_select(0, rows))]);
 
+    /// <summary>
+    /// As <see cref="Forward(Tensor)"/>, but during training each row's user id is replaced by the out-of-vocabulary
+    /// row with probability <paramref name="userIdDropout"/>, so that row learns what serves unseen users.
+    /// </summary>
+    public Tensor Forward(Tensor rows, double userIdDropout)
+    {
+        if (userIdDropout <= 0)
+        {
+            return Forward(rows);
+        }
+        var inputs = new List<Tensor>(_features.Count);
+        foreach (var (feature, _, encoded) in _features)
+        {
+            var x = encoded.index_select(0, rows);
+            if (feature is UserIdFeature)
+            {
+                x = x * rand(x.shape, device: x.device).ge(userIdDropout).to_type(ScalarType.Int64);
+            }
+            inputs.Add(x);
+        }
+        return Forward(inputs);
+    }
+
     /// <summary>The tower's output for inputs that are not rows of the training data (for example unseen users).</summary>
     public float[] Embed(IReadOnlyList<TInput> inputs)
     {

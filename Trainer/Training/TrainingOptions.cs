@@ -36,6 +36,9 @@ public sealed record TrainingOptions
     /// <summary>Scale both towers' outputs to unit length (cosine scores; pair with a temperature below 1).</summary>
     public bool Normalize { get; init; }
 
+    /// <summary>Share of training rows whose user id is replaced by the out-of-vocabulary row, so unseen users get a trained row.</summary>
+    public double UserIdDropout { get; init; }
+
     /// <summary>Leave out of a row's softmax the other in-batch copies of its own movie.</summary>
     public bool RemoveAccidentalHits { get; init; }
 
@@ -55,6 +58,7 @@ public sealed record TrainingOptions
         Check(HiddenLayers.All(h => h >= 1), "--hidden-layers sizes must be at least 1");
         Check(Threads >= 0, "--threads must be 0 (all cores) or more");
         Check(Device is "auto" or "cpu" or "cuda", $"--device must be auto, cpu or cuda, got {Device}");
+        Check(UserIdDropout is >= 0 and < 1, $"--user-id-dropout must be in [0, 1), got {UserIdDropout}");
         Check(Temperature > 0 && double.IsFinite(Temperature), $"--temperature must be positive, got {Temperature}");
     }
 
@@ -88,6 +92,7 @@ public sealed record TrainingOptions
         ["loss"] = "in-batch softmax cross-entropy, summed (tfrs.tasks.Retrieval)",
         ["temperature"] = Temperature,
         ["normalize"] = Normalize,
+        ["userIdDropout"] = UserIdDropout,
         ["logQCorrection"] = LogQCorrection,
         ["removeAccidentalHits"] = RemoveAccidentalHits,
     };

@@ -80,7 +80,7 @@ public sealed class TwoTowerModel : IDisposable
                 int start = step * batchSize, size = Math.Min(batchSize, n - start);
                 var rows = permutation.narrow(0, start, size);
                 var batch = InBatchCandidates.Of(perm.AsSpan(start, size), _data.MovieRows);
-                var q = _query.Forward(rows);
+                var q = _query.Forward(rows, _options.UserIdDropout);
                 var c = _candidate.Forward(tensor(batch.Rows, int64, _device));
                 optimizer.ZeroGrad();
                 lossSum += RetrievalLossBackward(q, c, batch);
