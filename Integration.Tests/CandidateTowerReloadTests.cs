@@ -116,13 +116,7 @@ public class CandidateTowerReloadTests(TrainedModelsFixture shared) : IClassFixt
         // A version folder whose candidate embeddings were damaged after publishing, made current by hand.
         var repository = new ModelRepository(models);
         var damaged = ModelRepository.NewVersionName(DateTimeOffset.UtcNow);
-        var target = repository.VersionDirectory(damaged);
-        foreach (var file in Directory.EnumerateFiles(shared.Models.VersionDirectory, "*", SearchOption.AllDirectories))
-        {
-            var to = Path.Combine(target, Path.GetRelativePath(shared.Models.VersionDirectory, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
-            File.Copy(file, to);
-        }
+        var target = TrainedModels.CopyVersion(shared.Models.VersionDirectory, repository, damaged);
         var candidates = Path.Combine(target, ModelArtifact.CandidatesFile);
         File.WriteAllBytes(candidates, File.ReadAllBytes(candidates)[..^100]); // truncated
         repository.SetCurrent(damaged);

@@ -58,14 +58,8 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         var queryRepository = new Retrieval.Core.Artifact.ModelRepository(queryModels);
         var b = queryRepository.PublishCopy(shared.Models.VersionDirectory);
         // The same version B, under its own name, in the candidate service's folder.
-        var source = queryRepository.VersionDirectory(b);
         var candidateRepository = new Retrieval.Core.Artifact.ModelRepository(candidateModels);
-        foreach (var file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
-        {
-            var to = Path.Combine(candidateRepository.VersionDirectory(b), Path.GetRelativePath(source, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
-            File.Copy(file, to);
-        }
+        TrainedModels.CopyVersion(queryRepository.VersionDirectory(b), candidateRepository, b);
         candidateRepository.SetCurrent(b);
         var candidateVersion = b;
 

@@ -54,6 +54,19 @@ public sealed class TrainedModels : IDisposable
         return folder;
     }
 
+    /// <summary>Copies a version folder byte for byte into another models folder under <paramref name="version"/>, not made current.</summary>
+    public static string CopyVersion(string sourceDirectory, ModelRepository target, string version)
+    {
+        var destination = target.VersionDirectory(version);
+        foreach (var file in Directory.EnumerateFiles(sourceDirectory, "*", SearchOption.AllDirectories))
+        {
+            var to = Path.Combine(destination, Path.GetRelativePath(sourceDirectory, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
+            File.Copy(file, to);
+        }
+        return destination;
+    }
+
     public string NewFolder(string name) => Path.Combine(Root, name + "-" + Guid.NewGuid().ToString("N")[..8]);
 
     public void Dispose()
