@@ -96,6 +96,26 @@ public class FeatureTests
     }
 
     [Fact]
+    public void CalendarFeatures_GiveHourAndWeekday_InTheChosenTimeZone()
+    {
+        long saturdayLateUtc = new DateTimeOffset(1998, 4, 18, 23, 30, 0, TimeSpan.Zero).ToUnixTimeSeconds(); // a Saturday
+        var hour = new CalendarFeature(CalendarFeature.HourOfDay, "UTC");
+        var day = new CalendarFeature(CalendarFeature.DayOfWeek, "UTC");
+        Assert.Equal(1 + 23, hour.Index(saturdayLateUtc));
+        Assert.Equal(1 + 6, day.Index(saturdayLateUtc));
+        Assert.Equal(1 + 0, hour.Index(0));               // 1970-01-01T00:00Z
+        Assert.Equal(1 + 4, day.Index(0));                // a Thursday
+        var paris = new CalendarFeature(CalendarFeature.DayOfWeek, "Europe/Paris");
+        Assert.Equal(1 + 0, paris.Index(saturdayLateUtc)); // already Sunday 01:30 in Paris (CEST)
+        Assert.Equal(25, hour.Cardinality);
+        using var dir = new TempDirectory();
+        var loaded = FeatureCatalog.LoadQuery(paris.Save(dir.Path), dir.Path);
+        var index = new int[1];
+        loaded.Encode(new QueryInput("u", saturdayLateUtc), index, []);
+        Assert.Equal(1, index[0]);
+    }
+
+    [Fact]
     public void FeatureCatalog_ExpandsTimestampAlias_AndRejectsUnknownNames()
     {
         Assert.Equal(["user_id", "timestamp_bucket", "timestamp_norm"], FeatureCatalog.ParseQuery("user_id,timestamp"));

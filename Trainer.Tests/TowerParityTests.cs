@@ -12,6 +12,7 @@ public class TowerParityTests(SampleData sample) : IClassFixture<SampleData>
     [InlineData("user_id,timestamp", "", false)]
     [InlineData("user_id,timestamp", "16", false)] // a hidden ReLU layer
     [InlineData("user_id,timestamp", "16", true)]  // and L2-normalised outputs
+    [InlineData("user_id,hour_of_day,day_of_week", "", false)]
     public void PlainCSharpTowers_EqualTorchSharpTowers(string queryFeatures, string hidden, bool normalize)
     {
         var options = new TrainingOptions

@@ -4,7 +4,7 @@ using Retrieval.Core.Data;
 namespace Retrieval.Core.Features;
 
 /// <summary>Fitting settings shared by the feature plugins.</summary>
-public sealed record FeatureOptions(int TimestampBuckets = 1000, int MaxTokens = 10_000);
+public sealed record FeatureOptions(int TimestampBuckets = 1000, int MaxTokens = 10_000, string TimeZone = "UTC");
 
 /// <summary>
 /// The registry of feature plugins: names users write in <c>--query-features</c>/<c>--candidate-features</c>,
@@ -21,7 +21,8 @@ public static class FeatureCatalog
     };
 
     public static readonly IReadOnlyList<string> QueryFeatureNames =
-        [UserIdFeature.FeatureName, TimestampBuckets.FeatureName, TimestampNormalization.FeatureName, "timestamp"];
+        [UserIdFeature.FeatureName, TimestampBuckets.FeatureName, TimestampNormalization.FeatureName, "timestamp",
+         CalendarFeature.HourOfDay, CalendarFeature.DayOfWeek];
 
     public static readonly IReadOnlyList<string> CandidateFeatureNames = [MovieTitleFeature.FeatureName, TitleTextFeature.FeatureName];
 
@@ -71,6 +72,7 @@ public static class FeatureCatalog
         UserIdFeature.FeatureName => UserIdFeature.Fit(training),
         TimestampBuckets.FeatureName => TimestampBuckets.Fit(training, options.TimestampBuckets),
         TimestampNormalization.FeatureName => TimestampNormalization.Fit(training),
+        CalendarFeature.HourOfDay or CalendarFeature.DayOfWeek => new CalendarFeature(name, options.TimeZone),
         _ => throw new ArgumentException($"unknown query feature '{name}'"),
     };
 
@@ -86,6 +88,7 @@ public static class FeatureCatalog
         UserIdFeature.FeatureName => UserIdFeature.Load(state, directory),
         TimestampBuckets.FeatureName => TimestampBuckets.Load(state, directory),
         TimestampNormalization.FeatureName => TimestampNormalization.Load(state, directory),
+        CalendarFeature.HourOfDay or CalendarFeature.DayOfWeek => CalendarFeature.Load(state),
         var other => throw new InvalidDataException($"the manifest names query feature '{other}', which this version does not know"),
     };
 

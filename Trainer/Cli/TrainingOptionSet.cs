@@ -53,6 +53,7 @@ public sealed class TrainingOptionSet
     };
 
     public Option<int> TimestampBuckets { get; } = new("--timestamp-buckets") { Description = "Boundaries of timestamp_bucket", DefaultValueFactory = _ => 1000 };
+    public Option<string> TimeZone { get; } = new("--time-zone") { Description = "Time zone of hour_of_day and day_of_week (IANA id)", DefaultValueFactory = _ => "UTC" };
     public Option<int> MaxTokens { get; } = new("--max-tokens") { Description = "Title text vocabulary cap (with padding and OOV)", DefaultValueFactory = _ => 10_000 };
 
     public Option<double> Temperature { get; } = new("--temperature") { Description = "Divide scores by this before the softmax", DefaultValueFactory = _ => 1.0 };
@@ -80,7 +81,7 @@ public sealed class TrainingOptionSet
             command.Options.Add(QueryFeatures);
         }
         foreach (var option in new Option[] { CandidateFeatures, Split, SplitSeed, TrainFraction, Seed, Epochs, BatchSize, LearningRate,
-            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, MaxTokens, Temperature, LogQ, RemoveAccidentalHits, Normalize, UserIdDropout, Device, Threads })
+            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, MaxTokens, TimeZone, Temperature, LogQ, RemoveAccidentalHits, Normalize, UserIdDropout, Device, Threads })
         {
             command.Options.Add(option);
         }
@@ -103,7 +104,7 @@ public sealed class TrainingOptionSet
             EmbeddingDim = result.GetValue(EmbeddingDim),
             OutputDim = result.GetValue(OutputDim),
             HiddenLayers = [.. hidden.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseSize)],
-            Features = new FeatureOptions(result.GetValue(TimestampBuckets), result.GetValue(MaxTokens)),
+            Features = new FeatureOptions(result.GetValue(TimestampBuckets), result.GetValue(MaxTokens), TimeZoneOf(result.GetValue(TimeZone)!)),
             Temperature = result.GetValue(Temperature),
             LogQCorrection = result.GetValue(LogQ),
             RemoveAccidentalHits = result.GetValue(RemoveAccidentalHits),
@@ -114,6 +115,15 @@ public sealed class TrainingOptionSet
         };
         options.Validate();
         return options;
+    }
+
+    private static string TimeZoneOf(string id)
+    {
+        if (id != "UTC" && !TimeZoneInfo.TryFindSystemTimeZoneById(id, out _))
+        {
+            throw new ArgumentException($"--time-zone: '{id}' is not a time zone id this machine knows (use an IANA id such as Europe/Paris, or UTC)");
+        }
+        return id;
     }
 
     private static int ParseSize(string s) =>

@@ -89,6 +89,7 @@ public sealed record TrainingOptions
         ["hiddenLayers"] = string.Join(',', HiddenLayers),
         ["timestampBuckets"] = Features.TimestampBuckets,
         ["maxTokens"] = Features.MaxTokens,
+        ["timeZone"] = Features.TimeZone,
         ["loss"] = "in-batch softmax cross-entropy, summed (tfrs.tasks.Retrieval)",
         ["temperature"] = Temperature,
         ["normalize"] = Normalize,
