@@ -25,39 +25,25 @@ public sealed class RequestMetrics(IMeterFactory meters, string meterName, strin
 /// <summary>Counts and times every unary and server-streaming call, so handlers carry no measuring code.</summary>
 public sealed class RequestMetricsInterceptor(RequestMetrics metrics) : Interceptor
 {
-    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
-        UnaryServerMethod<TRequest, TResponse> continuation)
-    {
-        long start = Stopwatch.GetTimestamp();
-        string status = nameof(StatusCode.OK);
-        try
-        {
-            return await continuation(request, context);
-        }
-        catch (RpcException e)
-        {
-            status = e.StatusCode.ToString();
-            throw;
-        }
-        catch
-        {
-            status = nameof(StatusCode.Unknown);
-            throw;
-        }
-        finally
-        {
-            metrics.Record(MethodName(context), status, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-        }
-    }
+    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
+        UnaryServerMethod<TRequest, TResponse> continuation) =>
+        Measure(context, () => continuation(request, context));
 
-    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
-        ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
-    {
-        long start = Stopwatch.GetTimestamp();
-        string status = nameof(StatusCode.OK);
-        try
+    public override Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
+        ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation) =>
+        Measure(context, async () =>
         {
             await continuation(request, responseStream, context);
+            return true;
+        });
+
+    private async Task<T> Measure<T>(ServerCallContext context, Func<Task<T>> call)
+    {
+        long start = Stopwatch.GetTimestamp();
+        string status = nameof(StatusCode.OK);
+        try
+        {
+            return await call();
         }
         catch (RpcException e)
         {

@@ -27,8 +27,7 @@ public static class RecommendBenchmark
         var work = Path.Combine(Path.GetTempPath(), "retrieval-bench-" + Guid.NewGuid().ToString("N")[..8]);
         var models = Path.Combine(work, "models");
         var (dataset, users, timestamps) = PrepareModel(dataDir, work, models);
-        var configuration = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Debug{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Debug" : "Release";
-        string Dll(string project) => Path.Combine(BenchEnvironment.RepositoryRoot, project, "bin", configuration, "net10.0", project + ".dll");
+        static string Dll(string project) => Retrieval.Trainer.Demo.ServiceLauncher.Locate(project);
         int candidatePort = FreePort(), queryPort = FreePort();
         using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, ["--Model:Directory", models]);
         using var query = StartService(Dll("QueryTower.Service"), queryPort,

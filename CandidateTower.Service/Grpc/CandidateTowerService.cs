@@ -24,7 +24,8 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
     {
         ValidateK(request.K);
         using var lease = Acquire(request.ModelVersion);
-        var results = Search(lease.Model, request.Embedding, request.ExcludeMovieIds, request.K, "", out long scanned);
+        ValidateQuery(lease.Model, request.Embedding, request.ExcludeMovieIds, "");
+        var results = Search(lease.Model, request.Embedding, request.ExcludeMovieIds, request.K, out long scanned);
         metrics.Scanned(scanned);
         // Sent with the first message rather than flushed on their own.
         context.GetHttpContext().Response.Headers.Append(VersionHeader, lease.Model.Version);
@@ -63,12 +64,12 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
         }
         if (request.Queries.Count == 1)
         {
-            lists[0] = Search(lease.Model, request.Queries[0].Embedding, request.Queries[0].ExcludeMovieIds, request.K, "queries[0].", out counts[0]);
+            lists[0] = Search(lease.Model, request.Queries[0].Embedding, request.Queries[0].ExcludeMovieIds, request.K, out counts[0]);
         }
         else
         {
             Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = _options.EffectiveParallelism }, i =>
-                lists[i] = Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K, $"queries[{i}].", out counts[i], parallelism: 1));
+                lists[i] = Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K, out counts[i], parallelism: 1));
         }
         foreach (var list in lists)
         {
@@ -147,10 +148,10 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
         }
     }
 
-    private List<ScoredMovie> Search(LoadedModel model, IList<float> embedding, IList<int> exclusions, int k, string prefix,
+    /// <summary>The top K of a query already checked by <see cref="ValidateQuery"/>.</summary>
+    private List<ScoredMovie> Search(LoadedModel model, IList<float> embedding, IList<int> exclusions, int k,
         out long scanned, int parallelism = 0)
     {
-        ValidateQuery(model, embedding, exclusions, prefix);
         var artifact = model.Artifact;
         int dim = artifact.Candidates.Dim;
         Span<float> query = dim <= 1024 ? stackalloc float[dim] : new float[dim];
@@ -164,7 +165,7 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
             exclude = new Exclusions(artifact.Candidates.Count, exclusions.Count);
             foreach (var id in exclusions)
             {
-                if (model.RowOfMovieId.TryGetValue(id, out var row))
+                if (model.Artifact.RowOfMovieId.TryGetValue(id, out var row))
                 {
                     exclude.Add(row);
                 }

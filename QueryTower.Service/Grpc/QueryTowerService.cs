@@ -201,7 +201,7 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
         for (int i = 0; i < manifest.PopularMovieIds.Length && rank < k; i++)
         {
             int id = manifest.PopularMovieIds[i];
-            if (excluded.Contains(id) || !model.RowOfMovieId.TryGetValue(id, out var row))
+            if (excluded.Contains(id) || !model.Artifact.RowOfMovieId.TryGetValue(id, out var row))
             {
                 continue;
             }

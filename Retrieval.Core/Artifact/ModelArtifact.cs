@@ -31,6 +31,7 @@ public sealed class ModelArtifact : IDisposable
         IReadOnlyList<Movie> catalogue, CandidateMatrix candidates, UserHistory history)
     {
         History = history;
+        RowOfMovieId = MovieLensDataset.RowsById(catalogue);
         Directory = directory;
         Manifest = manifest;
         QueryTower = query;
@@ -46,6 +47,9 @@ public sealed class ModelArtifact : IDisposable
     public Tower<Movie> CandidateTower { get; }
     public IReadOnlyList<Movie> Catalogue { get; }
     public CandidateMatrix Candidates { get; }
+
+    /// <summary>Movie id to catalogue (and candidate) row.</summary>
+    public IReadOnlyDictionary<int, int> RowOfMovieId { get; }
 
     /// <summary>What each known user rated in training (empty when the artifact has none).</summary>
     public UserHistory History { get; }

@@ -47,12 +47,7 @@ public sealed class MovieLensDataset
         Movies = movies;
         Users = users;
         Fingerprint = fingerprint;
-        var rowOfId = new Dictionary<int, int>(movies.Count);
-        for (int row = 0; row < movies.Count; row++)
-        {
-            rowOfId.TryAdd(movies[row].Id, row);
-        }
-        RowOfMovieId = rowOfId;
+        RowOfMovieId = RowsById(movies);
     }
 
     public string Name { get; }
@@ -66,6 +61,17 @@ public sealed class MovieLensDataset
 
     /// <summary>Movie id to its row in <see cref="Movies"/>.</summary>
     public IReadOnlyDictionary<int, int> RowOfMovieId { get; }
+
+    /// <summary>Movie id to catalogue row (the first row, should an id repeat).</summary>
+    public static Dictionary<int, int> RowsById(IReadOnlyList<Movie> catalogue)
+    {
+        var rows = new Dictionary<int, int>(catalogue.Count);
+        for (int row = 0; row < catalogue.Count; row++)
+        {
+            rows.TryAdd(catalogue[row].Id, row);
+        }
+        return rows;
+    }
 
     /// <summary>For each rating, the catalogue row of its movie.</summary>
     public int[] MovieRows()

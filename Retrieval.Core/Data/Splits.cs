@@ -39,20 +39,14 @@ public sealed record Split(SplitKind Kind, int[] Train, int[] Test)
 
     private static int[] ChronologicalOrder(long[] timestamps)
     {
-        var order = new int[timestamps.Length];
-        for (int i = 0; i < order.Length; i++)
+        // Sorting (timestamp, index) pairs keeps ties in file order.
+        var pairs = new (long Timestamp, int Index)[timestamps.Length];
+        for (int i = 0; i < pairs.Length; i++)
         {
-            order[i] = i;
+            pairs[i] = (timestamps[i], i);
         }
-        // Stable: ties keep file order.
-        var keys = (long[])timestamps.Clone();
-        var stable = order.Select(i => (keys[i], i)).ToArray();
-        Array.Sort(stable);
-        for (int i = 0; i < order.Length; i++)
-        {
-            order[i] = stable[i].Item2;
-        }
-        return order;
+        Array.Sort(pairs);
+        return [.. pairs.Select(p => p.Index)];
     }
 
     public static SplitKind ParseKind(string text) => text.ToLowerInvariant() switch

@@ -14,11 +14,6 @@ public sealed class LoadedModel
     {
         Artifact = artifact;
         LoadedAt = loadedAt;
-        RowOfMovieId = new Dictionary<int, int>(artifact.Catalogue.Count);
-        for (int row = 0; row < artifact.Catalogue.Count; row++)
-        {
-            RowOfMovieId.TryAdd(artifact.Catalogue[row].Id, row);
-        }
     }
 
     public ModelArtifact Artifact { get; }
@@ -28,7 +23,6 @@ public sealed class LoadedModel
     /// <summary>When a previous version stops answering (set when a newer one becomes current).</summary>
     public DateTimeOffset? RetireAt { get; internal set; }
 
-    public Dictionary<int, int> RowOfMovieId { get; }
 
     internal bool TryAcquire()
     {

@@ -13,11 +13,6 @@ public static class ArtifactEvaluator
 {
     public static TopKAccuracy Evaluate(ModelArtifact model, MovieLensDataset dataset, int[] rows)
     {
-        var rowOfId = new Dictionary<int, int>();
-        for (int r = 0; r < model.Catalogue.Count; r++)
-        {
-            rowOfId.TryAdd(model.Catalogue[r].Id, r);
-        }
         int dim = model.Manifest.OutputDim;
         var queries = new float[(long)rows.Length * dim];
         var truth = new int[rows.Length];
@@ -30,7 +25,7 @@ public static class ArtifactEvaluator
         for (int i = 0; i < rows.Length; i++)
         {
             int movie = ratings.MovieIds[rows[i]];
-            truth[i] = rowOfId.TryGetValue(movie, out var row) ? row
+            truth[i] = model.RowOfMovieId.TryGetValue(movie, out var row) ? row
                 : throw new InvalidDataException($"movie {movie} of the data is not in the model's catalogue; was the model trained on other data?");
         }
         return FactorizedTopK.Evaluate(model.Candidates, queries, truth);
