@@ -6,21 +6,32 @@ using System.Text.Json.Nodes;
 
 namespace Retrieval.Core.Artifact;
 
-/// <summary>A named float32 or int32 tensor, row-major.</summary>
-public sealed record NamedTensor(string Name, int[] Shape, float[]? Floats = null, int[]? Ints = null)
+/// <summary>A named float32, int32 or int64 tensor, row-major.</summary>
+public sealed record NamedTensor(string Name, int[] Shape, float[]? Floats = null, int[]? Ints = null, long[]? Longs = null)
 {
     public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
+
+    public string DType => Floats is not null ? "F32" : Ints is not null ? "I32" : "I64";
+
+    internal int ElementSize => Longs is not null ? 8 : 4;
+
+    internal long Length => Floats?.LongLength ?? Ints?.LongLength ?? Longs!.LongLength;
+
+    internal ReadOnlySpan<byte> Bytes => Floats is not null ? MemoryMarshal.AsBytes(Floats.AsSpan())
+        : Ints is not null ? MemoryMarshal.AsBytes(Ints.AsSpan()) : MemoryMarshal.AsBytes(Longs.AsSpan());
 
     public static NamedTensor Of(string name, float[] data, params int[] shape) => new(name, shape, Floats: data);
 
     public static NamedTensor Of(string name, int[] data, params int[] shape) => new(name, shape, Ints: data);
+
+    public static NamedTensor Of(string name, long[] data, params int[] shape) => new(name, shape, Longs: data);
 
     public float[] RequireFloats(params int[] shape)
     {
         if (Floats is null || !Shape.AsSpan().SequenceEqual(shape))
         {
             throw new InvalidDataException(
-                $"tensor '{Name}' is {(Floats is null ? "I32" : "F32")}[{string.Join(',', Shape)}], expected F32[{string.Join(',', shape)}]");
+                $"tensor '{Name}' is {DType}[{string.Join(',', Shape)}], expected F32[{string.Join(',', shape)}]");
         }
         return Floats;
     }
@@ -28,7 +39,7 @@ public sealed record NamedTensor(string Name, int[] Shape, float[]? Floats = nul
 
 /// <summary>
 /// The safetensors format (8-byte little-endian header length, a JSON header of dtype/shape/offsets, then
-/// the raw little-endian data), so Python tools read the weights too. F32 and I32 only.
+/// the raw little-endian data), so Python tools read the weights too. F32, I32 and I64 only.
 /// </summary>
 public static class SafeTensors
 {
@@ -48,15 +59,14 @@ public static class SafeTensors
         long offset = 0;
         foreach (var t in list)
         {
-            long bytes = t.Elements * 4;
-            long actual = (t.Floats?.LongLength ?? t.Ints!.LongLength) * 4;
-            if (bytes != actual)
+            long bytes = t.Elements * t.ElementSize;
+            if (t.Elements != t.Length)
             {
-                throw new ArgumentException($"tensor '{t.Name}' has {actual / 4} values for shape [{string.Join(',', t.Shape)}]");
+                throw new ArgumentException($"tensor '{t.Name}' has {t.Length} values for shape [{string.Join(',', t.Shape)}]");
             }
             header[t.Name] = new JsonObject
             {
-                ["dtype"] = t.Floats is not null ? "F32" : "I32",
+                ["dtype"] = t.DType,
                 ["shape"] = new JsonArray([.. t.Shape.Select(s => JsonValue.Create(s))]),
                 ["data_offsets"] = new JsonArray(offset, offset + bytes),
             };
@@ -75,7 +85,7 @@ public static class SafeTensors
         }
         foreach (var t in list)
         {
-            var bytes = t.Floats is not null ? MemoryMarshal.AsBytes(t.Floats.AsSpan()) : MemoryMarshal.AsBytes(t.Ints.AsSpan());
+            var bytes = t.Bytes;
             if (!BitConverter.IsLittleEndian)
             {
                 throw new PlatformNotSupportedException("safetensors writing needs a little-endian machine");
@@ -119,16 +129,22 @@ public static class SafeTensors
             var shape = entry["shape"]!.AsArray().Select(s => s!.GetValue<int>()).ToArray();
             var offsets = entry["data_offsets"]!.AsArray().Select(o => o!.GetValue<long>()).ToArray();
             long elements = shape.Aggregate(1L, (a, b) => a * b);
-            if (offsets[1] - offsets[0] != elements * 4 || dataStart + offsets[1] > bytes.Length)
+            int size = dtype switch
+            {
+                "F32" or "I32" => 4,
+                "I64" => 8,
+                _ => throw new InvalidDataException($"{path}: tensor '{name}' has dtype {dtype}; only F32, I32 and I64 are read"),
+            };
+            if (offsets[1] - offsets[0] != elements * size || dataStart + offsets[1] > bytes.Length)
             {
                 throw new InvalidDataException($"{path}: tensor '{name}' has offsets [{offsets[0]}, {offsets[1]}] that do not fit its shape or the file; truncated?");
             }
-            var span = bytes.AsSpan(dataStart + (int)offsets[0], (int)(elements * 4));
+            var span = bytes.AsSpan(dataStart + (int)offsets[0], (int)(elements * size));
             result[name] = dtype switch
             {
                 "F32" => NamedTensor.Of(name, MemoryMarshal.Cast<byte, float>(span).ToArray(), shape),
                 "I32" => NamedTensor.Of(name, MemoryMarshal.Cast<byte, int>(span).ToArray(), shape),
-                _ => throw new InvalidDataException($"{path}: tensor '{name}' has dtype {dtype}; only F32 and I32 are read"),
+                _ => NamedTensor.Of(name, MemoryMarshal.Cast<byte, long>(span).ToArray(), shape),
             };
         }
         return result;

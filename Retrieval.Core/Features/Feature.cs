@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Retrieval.Core.Data;
 
 namespace Retrieval.Core.Features;
 
@@ -15,8 +16,22 @@ public enum FeatureEncoding
     Bag,
 }
 
-/// <summary>The raw context of a query: who asks and when (Unix seconds, UTC).</summary>
-public readonly record struct QueryInput(string UserId, long Timestamp);
+/// <summary>
+/// The raw context of a query: who asks and when (Unix seconds, UTC), the demographics the caller has (any may be
+/// missing), and what the model's history knows of the user's past at that time.
+/// </summary>
+public readonly record struct QueryInput(string UserId, long Timestamp)
+{
+    public UserProfile? Profile { get; init; }
+    public UserActivity Activity { get; init; }
+}
+
+/// <summary>A user's ratings before a query time in the model's history, and when the first of them was (null: none).</summary>
+public readonly record struct UserActivity(int PriorRatings, long? FirstRatingAt)
+{
+    /// <summary>Seconds from the first rating to <paramref name="at"/>; 0 for a user without history.</summary>
+    public long SecondsSinceFirstRating(long at) => FirstRatingAt is { } first ? Math.Max(0, at - first) : 0;
+}
 
 /// <summary>
 /// A feature plugin: fitted by the trainer, saved in the artifact, and the same preprocessing code at training

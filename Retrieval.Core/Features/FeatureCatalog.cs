@@ -4,7 +4,14 @@ using Retrieval.Core.Data;
 namespace Retrieval.Core.Features;
 
 /// <summary>Fitting settings shared by the feature plugins.</summary>
-public sealed record FeatureOptions(int TimestampBuckets = 1000, int MaxTokens = 10_000, string TimeZone = "UTC");
+public sealed record FeatureOptions(int TimestampBuckets = 1000, int MaxTokens = 10_000, string TimeZone = "UTC")
+{
+    /// <summary>Buckets of timestamp_clamped.</summary>
+    public int ClampedTimestampBuckets { get; init; } = 100;
+
+    /// <summary>Quantile buckets of prior_ratings, time_since_first_rating and release_year (fewer when values repeat).</summary>
+    public int QuantileBuckets { get; init; } = 20;
+}
 
 /// <summary>
 /// The registry of feature plugins: names users write in <c>--query-features</c>/<c>--candidate-features</c>,
@@ -18,13 +25,17 @@ public static class FeatureCatalog
     private static readonly Dictionary<string, string[]> QueryAliases = new()
     {
         ["timestamp"] = [TimestampBuckets.FeatureName, TimestampNormalization.FeatureName],
+        ["history"] = [ActivityFeature.PriorRatings, ActivityFeature.TimeSinceFirstRating],
+        ["demographics"] = [.. DemographicFeature.Names],
     };
 
     public static readonly IReadOnlyList<string> QueryFeatureNames =
         [UserIdFeature.FeatureName, TimestampBuckets.FeatureName, TimestampNormalization.FeatureName, "timestamp",
-         CalendarFeature.HourOfDay, CalendarFeature.DayOfWeek];
+         CalendarFeature.HourOfDay, CalendarFeature.DayOfWeek, TimestampClamped.FeatureName,
+         ActivityFeature.PriorRatings, ActivityFeature.TimeSinceFirstRating, "history", .. DemographicFeature.Names, "demographics"];
 
-    public static readonly IReadOnlyList<string> CandidateFeatureNames = [MovieTitleFeature.FeatureName, TitleTextFeature.FeatureName];
+    public static readonly IReadOnlyList<string> CandidateFeatureNames =
+        [MovieTitleFeature.FeatureName, TitleTextFeature.FeatureName, GenresFeature.FeatureName, ReleaseYearFeature.FeatureName];
 
     /// <summary>Parses "user_id,timestamp" into plugin names, expanding aliases; rejects unknown names.</summary>
     public static IReadOnlyList<string> ParseQuery(string list) => Parse(list, QueryFeatureNames, QueryAliases, "query");
@@ -73,6 +84,10 @@ public static class FeatureCatalog
         TimestampBuckets.FeatureName => TimestampBuckets.Fit(training, options.TimestampBuckets),
         TimestampNormalization.FeatureName => TimestampNormalization.Fit(training),
         CalendarFeature.HourOfDay or CalendarFeature.DayOfWeek => new CalendarFeature(name, options.TimeZone),
+        TimestampClamped.FeatureName => TimestampClamped.Fit(training, options.ClampedTimestampBuckets),
+        ActivityFeature.PriorRatings or ActivityFeature.TimeSinceFirstRating => ActivityFeature.Fit(name, training, options.QuantileBuckets),
+        DemographicFeature.AgeGroup or DemographicFeature.Gender or DemographicFeature.Occupation or DemographicFeature.ZipPrefix =>
+            DemographicFeature.Fit(name, training),
         _ => throw new ArgumentException($"unknown query feature '{name}'"),
     };
 
@@ -80,6 +95,8 @@ public static class FeatureCatalog
     {
         MovieTitleFeature.FeatureName => MovieTitleFeature.Fit(catalogue),
         TitleTextFeature.FeatureName => TitleTextFeature.Fit(catalogue, options.MaxTokens),
+        GenresFeature.FeatureName => GenresFeature.Fit(catalogue),
+        ReleaseYearFeature.FeatureName => ReleaseYearFeature.Fit(catalogue, options.QuantileBuckets),
         _ => throw new ArgumentException($"unknown candidate feature '{name}'"),
     };
 
@@ -89,6 +106,10 @@ public static class FeatureCatalog
         TimestampBuckets.FeatureName => TimestampBuckets.Load(state, directory),
         TimestampNormalization.FeatureName => TimestampNormalization.Load(state, directory),
         CalendarFeature.HourOfDay or CalendarFeature.DayOfWeek => CalendarFeature.Load(state),
+        TimestampClamped.FeatureName => TimestampClamped.Load(state),
+        ActivityFeature.PriorRatings or ActivityFeature.TimeSinceFirstRating => ActivityFeature.Load(state),
+        DemographicFeature.AgeGroup or DemographicFeature.Gender or DemographicFeature.Occupation or DemographicFeature.ZipPrefix =>
+            DemographicFeature.Load(state),
         var other => throw new InvalidDataException($"the manifest names query feature '{other}', which this version does not know"),
     };
 
@@ -96,6 +117,8 @@ public static class FeatureCatalog
     {
         MovieTitleFeature.FeatureName => MovieTitleFeature.Load(state, directory),
         TitleTextFeature.FeatureName => TitleTextFeature.Load(state, directory),
+        GenresFeature.FeatureName => GenresFeature.Load(state, directory),
+        ReleaseYearFeature.FeatureName => ReleaseYearFeature.Load(state, directory),
         var other => throw new InvalidDataException($"the manifest names candidate feature '{other}', which this version does not know"),
     };
 }

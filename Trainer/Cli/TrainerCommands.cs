@@ -82,6 +82,12 @@ public static class TrainerCommands
             using var run = TrainRun.Execute(data, options, device, !result.GetValue(noTrainEval), Log, ct);
             Console.WriteLine($"Trained in {run.Training.Seconds:F1} s ({run.Training.ExamplesPerSecond:N0} examples/s), evaluated in {run.EvalSeconds:F1} s");
             PrintMetrics(run.Test, run.Train);
+            if (run.ByUser is { } byUser)
+            {
+                double share = (double)byUser.NewRows / (byUser.NewRows + byUser.KnownRows);
+                Console.WriteLine($"test rows of users training saw ({1 - share:P0}): top-100 {byUser.Known[100]:F4}; " +
+                    $"of new users ({share:P0}): top-100 {byUser.New[100]:F4}");
+            }
             string? version = null;
             if (result.GetValue(output) is { } outDir)
             {

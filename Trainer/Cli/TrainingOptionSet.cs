@@ -53,6 +53,8 @@ public sealed class TrainingOptionSet
     };
 
     public Option<int> TimestampBuckets { get; } = new("--timestamp-buckets") { Description = "Boundaries of timestamp_bucket", DefaultValueFactory = _ => 1000 };
+    public Option<int> ClampedTimestampBuckets { get; } = new("--clamped-timestamp-buckets") { Description = "Buckets of timestamp_clamped", DefaultValueFactory = _ => 100 };
+    public Option<int> QuantileBuckets { get; } = new("--quantile-buckets") { Description = "Buckets of prior_ratings, time_since_first_rating and release_year", DefaultValueFactory = _ => 20 };
     public Option<string> TimeZone { get; } = new("--time-zone") { Description = "Time zone of hour_of_day and day_of_week (IANA id)", DefaultValueFactory = _ => "UTC" };
     public Option<int> MaxTokens { get; } = new("--max-tokens") { Description = "Title text vocabulary cap (with padding and OOV)", DefaultValueFactory = _ => 10_000 };
 
@@ -60,6 +62,12 @@ public sealed class TrainingOptionSet
     public Option<bool> LogQ { get; } = new("--logq-correction") { Description = "Correct logits by each candidate's sampling probability (TFRS candidate_sampling_probability)" };
     public Option<bool> Normalize { get; } = new("--normalize") { Description = "L2-normalise both towers' outputs (cosine scores)" };
     public Option<double> UserIdDropout { get; } = new("--user-id-dropout") { Description = "Share of training rows trained as an unseen user (the OOV row)", DefaultValueFactory = _ => 0 };
+    public Option<string> Softmax { get; } = new("--softmax")
+    {
+        Description = "in-batch (negatives are the batch's other movies, as the tutorial) or full (every movie of the catalogue)",
+        DefaultValueFactory = _ => "in-batch",
+    };
+
     public Option<bool> RemoveAccidentalHits { get; } = new("--remove-accidental-hits") { Description = "Drop in-batch copies of a row's own movie from its softmax" };
 
     public Option<string> Device { get; } = new("--device")
@@ -81,7 +89,7 @@ public sealed class TrainingOptionSet
             command.Options.Add(QueryFeatures);
         }
         foreach (var option in new Option[] { CandidateFeatures, Split, SplitSeed, TrainFraction, Seed, Epochs, BatchSize, LearningRate,
-            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, MaxTokens, TimeZone, Temperature, LogQ, RemoveAccidentalHits, Normalize, UserIdDropout, Device, Threads })
+            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, ClampedTimestampBuckets, QuantileBuckets, MaxTokens, TimeZone, Temperature, Softmax, LogQ, RemoveAccidentalHits, Normalize, UserIdDropout, Device, Threads })
         {
             command.Options.Add(option);
         }
@@ -104,10 +112,20 @@ public sealed class TrainingOptionSet
             EmbeddingDim = result.GetValue(EmbeddingDim),
             OutputDim = result.GetValue(OutputDim),
             HiddenLayers = [.. hidden.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseSize)],
-            Features = new FeatureOptions(result.GetValue(TimestampBuckets), result.GetValue(MaxTokens), TimeZoneOf(result.GetValue(TimeZone)!)),
+            Features = new FeatureOptions(result.GetValue(TimestampBuckets), result.GetValue(MaxTokens), TimeZoneOf(result.GetValue(TimeZone)!))
+            {
+                ClampedTimestampBuckets = result.GetValue(ClampedTimestampBuckets),
+                QuantileBuckets = result.GetValue(QuantileBuckets),
+            },
             Temperature = result.GetValue(Temperature),
             LogQCorrection = result.GetValue(LogQ),
             RemoveAccidentalHits = result.GetValue(RemoveAccidentalHits),
+            FullSoftmax = result.GetValue(Softmax) switch
+            {
+                "in-batch" => false,
+                "full" => true,
+                var other => throw new ArgumentException($"--softmax must be in-batch or full, got '{other}'"),
+            },
             Normalize = result.GetValue(Normalize),
             UserIdDropout = result.GetValue(UserIdDropout),
             Device = result.GetValue(Device)!,

@@ -1,6 +1,5 @@
 using Retrieval.Core.Artifact;
 using Retrieval.Core.Data;
-using Retrieval.Core.Features;
 using Retrieval.Core.Search;
 
 namespace Retrieval.Trainer.Evaluation;
@@ -17,10 +16,13 @@ public static class ArtifactEvaluator
         var queries = new float[(long)rows.Length * dim];
         var truth = new int[rows.Length];
         var ratings = dataset.Ratings;
+        var log = Retrieval.Trainer.Training.TrainingData.ActivityLogOf(dataset);
         Parallel.For(0, rows.Length, i =>
         {
             int r = rows[i];
-            model.QueryTower.Embed(new QueryInput(ratings.UserIds[r], ratings.Timestamps[r]), queries.AsSpan(i * dim, dim));
+            // History features as a caller that keeps the rating log passes them in the request, as training saw them.
+            var input = Retrieval.Trainer.Training.TrainingData.QueryOf(dataset, log, r);
+            model.QueryTower.Embed(input, queries.AsSpan(i * dim, dim));
         });
         for (int i = 0; i < rows.Length; i++)
         {

@@ -37,9 +37,7 @@ public static class ArtifactExport
         };
         var counts = run.Data.TrainingCounts();
         manifest.PopularMovieCounts = [.. manifest.PopularMovieIds.Select(id => counts[dataset.RowOfMovieId[id]])];
-        var ratings = dataset.Ratings;
-        var history = UserHistory.FromPairs(run.Data.Split.Train.Select(r => (ratings.UserIds[r], ratings.MovieIds[r])));
-        ModelArtifact.Write(directory, manifest, query, candidate, movies, embeddings, history);
+        ModelArtifact.Write(directory, manifest, query, candidate, movies, embeddings, run.Data.History);
     }
 
     /// <summary>Publishes into a models folder atomically; returns the version name.</summary>

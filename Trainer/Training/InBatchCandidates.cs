@@ -46,6 +46,27 @@ public sealed class InBatchCandidates
         return new InBatchCandidates([.. rows], [.. counts], labels);
     }
 
+    /// <summary>
+    /// The full softmax's columns: every catalogue row once, whatever the batch holds, so each example's loss ranks
+    /// its movie against the whole catalogue (no sampling, hence nothing for log-Q to correct).
+    /// </summary>
+    public static InBatchCandidates Catalogue(ReadOnlySpan<long> examples, int[] movieRowOfExample, int catalogueRows)
+    {
+        var rows = new long[catalogueRows];
+        var counts = new int[catalogueRows];
+        for (int j = 0; j < catalogueRows; j++)
+        {
+            rows[j] = j;
+            counts[j] = 1;
+        }
+        var labels = new int[examples.Length];
+        for (int i = 0; i < examples.Length; i++)
+        {
+            labels[i] = movieRowOfExample[examples[i]];
+        }
+        return new InBatchCandidates(rows, counts, labels);
+    }
+
     /// <summary>The tutorial's logits: every duplicate column counted (log n), no correction.</summary>
     public LogitAdjustments Logits(float scale) => Logits(scale, null, removeAccidentalHits: false);
 

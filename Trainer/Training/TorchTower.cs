@@ -101,12 +101,13 @@ public sealed class TorchTower<TInput> : IDisposable
             return Forward(rows);
         }
         var inputs = new List<Tensor>(_features.Count);
+        var keep = rand(rows.shape, device: rows.device).ge(userIdDropout).to_type(ScalarType.Int64);
         foreach (var (feature, _, encoded) in _features)
         {
             var x = encoded.index_select(0, rows);
             if (feature is UserIdFeature)
             {
-                x = x * rand(x.shape, device: x.device).ge(userIdDropout).to_type(ScalarType.Int64);
+                x = x * keep;
             }
             inputs.Add(x);
         }

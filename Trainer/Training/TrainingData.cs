@@ -1,3 +1,4 @@
+using Retrieval.Core.Artifact;
 using Retrieval.Core.Data;
 using Retrieval.Core.Features;
 
@@ -48,21 +49,31 @@ public sealed class EncodedFeature<TInput>
 /// </summary>
 public sealed class TrainingData
 {
-    private TrainingData(MovieLensDataset dataset, Split split, IReadOnlyList<Feature<QueryInput>> queryFeatures,
-        IReadOnlyList<Feature<Movie>> candidateFeatures)
+    private TrainingData(MovieLensDataset dataset, Split split, UserHistory history, UserHistory activityLog,
+        IReadOnlyList<Feature<QueryInput>> queryFeatures, IReadOnlyList<Feature<Movie>> candidateFeatures)
     {
         Dataset = dataset;
         Split = split;
+        History = history;
+        ActivityLog = activityLog;
         QueryFeatures = queryFeatures;
         CandidateFeatures = candidateFeatures;
         MovieRows = dataset.MovieRows();
-        var ratings = dataset.Ratings;
-        Query = [.. queryFeatures.Select(f => new EncodedFeature<QueryInput>(f, ratings.Count, r => new QueryInput(ratings.UserIds[r], ratings.Timestamps[r])))];
+        Query = [.. queryFeatures.Select(f => new EncodedFeature<QueryInput>(f, dataset.Ratings.Count, r => QueryOf(dataset, activityLog, r)))];
         Candidate = [.. candidateFeatures.Select(f => new EncodedFeature<Movie>(f, dataset.Movies.Count, r => dataset.Movies[r]))];
     }
 
     public MovieLensDataset Dataset { get; }
     public Split Split { get; }
+
+    /// <summary>The training rows as the artifact ships them: what the query service knows of each user's past.</summary>
+    public UserHistory History { get; }
+
+    /// <summary>
+    /// Every rating of the data set, train and test: the log a live system keeps, from which a request's history
+    /// features (ratings before it, time since the first) are computed. Only times are read from it, never movies.
+    /// </summary>
+    public UserHistory ActivityLog { get; }
     public IReadOnlyList<Feature<QueryInput>> QueryFeatures { get; }
     public IReadOnlyList<Feature<Movie>> CandidateFeatures { get; }
 
@@ -79,11 +90,33 @@ public sealed class TrainingData
     {
         split ??= Split.Create(dataset.Ratings, options.Split, options.SplitSeed, options.TrainFraction);
         var ratings = dataset.Ratings;
-        var trainingQueries = split.Train.Select(r => new QueryInput(ratings.UserIds[r], ratings.Timestamps[r])).ToArray();
+        var history = UserHistory.FromRatings(split.Train.Select(r => (ratings.UserIds[r], ratings.MovieIds[r], ratings.Timestamps[r])));
+        var activityLog = ActivityLogOf(dataset);
+        var trainingQueries = split.Train.Select(r => QueryOf(dataset, activityLog, r)).ToArray();
         var queryFeatures = options.QueryFeatures.Select(n => FeatureCatalog.FitQuery(n, trainingQueries, options.Features)).ToList();
         var candidateFeatures = options.CandidateFeatures.Select(n => FeatureCatalog.FitCandidate(n, dataset.Movies, options.Features)).ToList();
-        return new TrainingData(dataset, split, queryFeatures, candidateFeatures);
+        return new TrainingData(dataset, split, history, activityLog, queryFeatures, candidateFeatures);
     }
+
+    /// <summary>Every rating's user and time (the movie ids too, as the history type holds them; the features read only times).</summary>
+    public static UserHistory ActivityLogOf(MovieLensDataset dataset)
+    {
+        var ratings = dataset.Ratings;
+        return UserHistory.FromRatings(Enumerable.Range(0, ratings.Count).Select(r => (ratings.UserIds[r], ratings.MovieIds[r], ratings.Timestamps[r])));
+    }
+
+    /// <summary>
+    /// A rating as a request would carry it: the user's demographics and the user's activity before the rating's
+    /// time (from <paramref name="history"/>, normally the whole rating log), as a caller that keeps them passes them.
+    /// </summary>
+    public static QueryInput QueryOf(MovieLensDataset dataset, UserHistory history, int row)
+    {
+        string user = dataset.Ratings.UserIds[row];
+        long at = dataset.Ratings.Timestamps[row];
+        return new QueryInput(user, at) { Profile = dataset.Users.GetValueOrDefault(user), Activity = history.ActivityAt(user, at) };
+    }
+
+    public QueryInput QueryOf(int row) => QueryOf(Dataset, ActivityLog, row);
 
     /// <summary>Movie ids by their count in the training rows, most rated first (ties by catalogue order).</summary>
     public int[] PopularMovieIds(int count)

@@ -39,6 +39,9 @@ public sealed record TrainingOptions
     /// <summary>Share of training rows whose user id is replaced by the out-of-vocabulary row, so unseen users get a trained row.</summary>
     public double UserIdDropout { get; init; }
 
+    /// <summary>Softmax over the whole catalogue instead of the batch's candidates (TFRS's alternative to in-batch negatives).</summary>
+    public bool FullSoftmax { get; init; }
+
     /// <summary>Leave out of a row's softmax the other in-batch copies of its own movie.</summary>
     public bool RemoveAccidentalHits { get; init; }
 
@@ -59,6 +62,10 @@ public sealed record TrainingOptions
         Check(Threads >= 0, "--threads must be 0 (all cores) or more");
         Check(Device is "auto" or "cpu" or "cuda", $"--device must be auto, cpu or cuda, got {Device}");
         Check(UserIdDropout is >= 0 and < 1, $"--user-id-dropout must be in [0, 1), got {UserIdDropout}");
+        Check(Features.TimestampBuckets >= 1 && Features.ClampedTimestampBuckets >= 1 && Features.QuantileBuckets >= 1,
+            "--timestamp-buckets, --clamped-timestamp-buckets and --quantile-buckets must be at least 1");
+        Check(!(FullSoftmax && (LogQCorrection || RemoveAccidentalHits)),
+            "--softmax full ranks against every movie once: there are no sampled negatives for --logq-correction or --remove-accidental-hits to correct");
         Check(Temperature > 0 && double.IsFinite(Temperature), $"--temperature must be positive, got {Temperature}");
     }
 
@@ -90,7 +97,10 @@ public sealed record TrainingOptions
         ["timestampBuckets"] = Features.TimestampBuckets,
         ["maxTokens"] = Features.MaxTokens,
         ["timeZone"] = Features.TimeZone,
-        ["loss"] = "in-batch softmax cross-entropy, summed (tfrs.tasks.Retrieval)",
+        ["clampedTimestampBuckets"] = Features.ClampedTimestampBuckets,
+        ["quantileBuckets"] = Features.QuantileBuckets,
+        ["loss"] = FullSoftmax ? "full-catalogue softmax cross-entropy, summed" : "in-batch softmax cross-entropy, summed (tfrs.tasks.Retrieval)",
+        ["softmax"] = FullSoftmax ? "full" : "in-batch",
         ["temperature"] = Temperature,
         ["normalize"] = Normalize,
         ["userIdDropout"] = UserIdDropout,

@@ -79,7 +79,9 @@ public sealed class TwoTowerModel : IDisposable
                 using var scope = NewDisposeScope();
                 int start = step * batchSize, size = Math.Min(batchSize, n - start);
                 var rows = permutation.narrow(0, start, size);
-                var batch = InBatchCandidates.Of(perm.AsSpan(start, size), _data.MovieRows);
+                var batch = _options.FullSoftmax
+                    ? InBatchCandidates.Catalogue(perm.AsSpan(start, size), _data.MovieRows, _candidate.Rows)
+                    : InBatchCandidates.Of(perm.AsSpan(start, size), _data.MovieRows);
                 var q = _query.Forward(rows, _options.UserIdDropout);
                 var c = _candidate.Forward(tensor(batch.Rows, int64, _device));
                 optimizer.ZeroGrad();
