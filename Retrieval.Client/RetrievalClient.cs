@@ -11,7 +11,7 @@ using Retrieval.V1;
 namespace Retrieval.Client;
 
 /// <summary>
-/// A typed client for the query tower service: <see cref="RecommendAsync"/> and <see cref="EmbedAsync"/> with a
+/// A typed client for the query tower service: <see cref="RecommendAsync(string, int, DateTimeOffset?, IEnumerable{int}?, bool, DateTime?, CancellationToken)"/> and <see cref="EmbedAsync(string, DateTimeOffset?, DateTime?, CancellationToken)"/> with a
 /// default deadline, the caller's cancellation, and retries of UNAVAILABLE through gRPC's own retry policy.
 /// Thread-safe; create one per process (or let <see cref="ServiceCollectionExtensions.AddRetrievalClient"/> do it).
 /// </summary>
@@ -90,9 +90,25 @@ public sealed class RetrievalClient : IDisposable
     /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when no model is loaded.</exception>
     public Task<RecommendResponse> RecommendAsync(string userId, int k = 10, DateTimeOffset? at = null,
         IEnumerable<int>? excludeMovieIds = null, bool excludeRated = false, DateTime? deadline = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default) =>
+        RecommendAsync(Context(userId, at), k, excludeMovieIds, excludeRated, deadline, cancellationToken);
+
+    /// <summary>
+    /// Recommends <paramref name="k"/> movies for a full query context: user, time, and the demographics and rating
+    /// activity the caller has (the model's features that lack a value use their out-of-vocabulary row).
+    /// </summary>
+    /// <param name="context">Who and when, and optionally <see cref="QueryContext.Demographics"/> and <see cref="QueryContext.Activity"/>.</param>
+    /// <param name="k">How many movies (1 to the server's cap, 1,000 by default).</param>
+    /// <param name="excludeMovieIds">Movie ids to leave out.</param>
+    /// <param name="excludeRated">Leave out the movies the user rated in the training data.</param>
+    /// <param name="deadline">Overrides the default deadline of this client.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>The movies best first, the model version, and whether the answer is a degraded fallback.</returns>
+    /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when no model is loaded.</exception>
+    public Task<RecommendResponse> RecommendAsync(QueryContext context, int k = 10, IEnumerable<int>? excludeMovieIds = null,
+        bool excludeRated = false, DateTime? deadline = null, CancellationToken cancellationToken = default)
     {
-        var request = new RecommendRequest { Context = Context(userId, at), K = k, ExcludeRated = excludeRated };
+        var request = new RecommendRequest { Context = context, K = k, ExcludeRated = excludeRated };
         if (excludeMovieIds is not null)
         {
             request.ExcludeMovieIds.AddRange(excludeMovieIds);
@@ -107,7 +123,14 @@ public sealed class RetrievalClient : IDisposable
     /// <param name="cancellationToken">Cancels the call.</param>
     public Task<EmbedResponse> EmbedAsync(string userId, DateTimeOffset? at = null, DateTime? deadline = null,
         CancellationToken cancellationToken = default) =>
-        _client.EmbedAsync(new EmbedRequest { Context = Context(userId, at) }, Options(deadline, cancellationToken)).ResponseAsync;
+        EmbedAsync(Context(userId, at), deadline, cancellationToken);
+
+    /// <summary>The query embedding of a full query context (user, time, demographics, activity).</summary>
+    /// <param name="context">Who and when, and optionally demographics and rating activity.</param>
+    /// <param name="deadline">Overrides the default deadline of this client.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    public Task<EmbedResponse> EmbedAsync(QueryContext context, DateTime? deadline = null, CancellationToken cancellationToken = default) =>
+        _client.EmbedAsync(new EmbedRequest { Context = context }, Options(deadline, cancellationToken)).ResponseAsync;
 
     private static QueryContext Context(string userId, DateTimeOffset? at)
     {

@@ -149,9 +149,11 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
 
     private ModelLease Acquire() => models.TryAcquire(null, out var reason) ?? throw new RpcException(new Status(StatusCode.Unavailable, reason));
 
-    private (float[] Embedding, bool Known) Embed(LoadedModel model, QueryInput input)
+    private (float[] Embedding, bool Known) Embed(LoadedModel model, RequestInput request)
     {
         var artifact = model.Artifact;
+        var input = request.CarriesActivity ? request.Input
+            : request.Input with { Activity = artifact.History.ActivityAt(request.Input.UserId, request.Input.Timestamp) };
         var embedding = artifact.QueryTower.Embed(input);
         var users = artifact.QueryTower.Features.OfType<UserIdFeature>().FirstOrDefault();
         bool known = users is not null ? users.Lookup[input.UserId] != 0 : artifact.History.Contains(input.UserId);
@@ -162,7 +164,13 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
         return (embedding, known);
     }
 
-    private QueryInput Validate(QueryContext? context, string prefix)
+    /// <summary>A validated request context; without activity in the request the model's published history supplies it.</summary>
+    private readonly record struct RequestInput(QueryInput Input, bool CarriesActivity)
+    {
+        public string UserId => Input.UserId;
+    }
+
+    private RequestInput Validate(QueryContext? context, string prefix)
     {
         if (context is null || context.UserId.Length == 0)
         {
@@ -190,8 +198,49 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
             }
             seconds = ts.Seconds;
         }
-        return new QueryInput(context.UserId, seconds);
+        var input = new QueryInput(context.UserId, seconds) { Profile = ProfileOf(context.Demographics, context.UserId, prefix + "demographics.") };
+        if (context.Activity is not { } activity)
+        {
+            return new RequestInput(input, CarriesActivity: false);
+        }
+        if (activity.PriorRatings < 0)
+        {
+            throw Invalid($"{prefix}activity.prior_ratings must not be negative, got {activity.PriorRatings}");
+        }
+        long? first = null;
+        if (activity.FirstRatingTime is { } firstTime)
+        {
+            if (firstTime.Seconds < 0 || firstTime.Seconds > seconds)
+            {
+                throw Invalid($"{prefix}activity.first_rating_time must be between 1970 and the request's timestamp ({seconds} seconds), got {firstTime.Seconds}");
+            }
+            first = firstTime.Seconds;
+        }
+        return new RequestInput(input with { Activity = new UserActivity(activity.PriorRatings, first) }, CarriesActivity: true);
     }
+
+    private Retrieval.Core.Data.UserProfile? ProfileOf(Demographics? demographics, string userId, string prefix)
+    {
+        if (demographics is null)
+        {
+            return null;
+        }
+        if (demographics.HasAge && demographics.Age is < 1 or > 150)
+        {
+            throw Invalid($"{prefix}age must be between 1 and 150, got {demographics.Age}");
+        }
+        foreach (var (name, value) in new[] { ("gender", demographics.Gender), ("occupation", demographics.Occupation), ("zip_code", demographics.ZipCode) })
+        {
+            if (value.Length > MaxDemographicLength)
+            {
+                throw Invalid($"{prefix}{name} has {value.Length} characters; at most {MaxDemographicLength}");
+            }
+        }
+        return new Retrieval.Core.Data.UserProfile(userId, demographics.HasAge ? demographics.Age : null,
+            demographics.Gender, demographics.Occupation, demographics.ZipCode);
+    }
+
+    private const int MaxDemographicLength = 64;
 
     /// <summary>The most popular movies of the model's training rows, minus exclusions: the degraded answer.</summary>
     private static IEnumerable<ScoredMovie> PopularFallback(LoadedModel model, int k, HashSet<int> excluded)

@@ -25,6 +25,31 @@ public sealed record Split(SplitKind Kind, int[] Train, int[] Test)
         return new Split(kind, order[..nTrain], order[nTrain..]);
     }
 
+    /// <summary>
+    /// This split with a validation slice of its training rows as the test part: a seeded random slice on a random
+    /// split, the latest slice of the training period on a chronological one. The original test rows stay unseen.
+    /// </summary>
+    public Split HoldOut(RatingTable ratings, double fraction, int seed)
+    {
+        if (fraction is <= 0 or >= 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(fraction), fraction, "validation fraction must be in (0, 1)");
+        }
+        int[] order;
+        if (Kind == SplitKind.Random)
+        {
+            order = [.. Train];
+            new Random(seed).Shuffle(order);
+        }
+        else
+        {
+            var byTime = ChronologicalOrder([.. Train.Select(r => ratings.Timestamps[r])]);
+            order = [.. byTime.Select(i => Train[i])];
+        }
+        int keep = Math.Clamp((int)Math.Round(order.Length * (1 - fraction)), 1, order.Length - 1);
+        return new Split(Kind, order[..keep], order[keep..]);
+    }
+
     /// <summary>A Fisher–Yates permutation from a seeded generator (stable across .NET versions).</summary>
     public static int[] Permutation(int n, int seed)
     {

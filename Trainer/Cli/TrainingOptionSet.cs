@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using Retrieval.Core.Data;
 using Retrieval.Core.Features;
 using Retrieval.Trainer.Training;
@@ -70,6 +71,16 @@ public sealed class TrainingOptionSet
 
     public Option<bool> RemoveAccidentalHits { get; } = new("--remove-accidental-hits") { Description = "Drop in-batch copies of a row's own movie from its softmax" };
 
+    public Option<double> ValidationFraction { get; } = new("--validation-fraction")
+    {
+        Description = "Share of the training rows held out to choose the epoch count (random slice on the random split, the latest " +
+            "slice of the training period on the chronological one); 0 trains all --epochs",
+        DefaultValueFactory = _ => 0,
+    };
+
+    public Option<int> Patience { get; } = new("--patience") { Description = "Stop after this many epochs without a better validation top-100", DefaultValueFactory = _ => 2 };
+    public Option<bool> Refit { get; } = new("--refit") { Description = "After early stopping, train again on all training rows for the chosen number of epochs" };
+
     public Option<string> Device { get; } = new("--device")
     {
         Description = "auto (CUDA when available), cpu or cuda",
@@ -89,47 +100,58 @@ public sealed class TrainingOptionSet
             command.Options.Add(QueryFeatures);
         }
         foreach (var option in new Option[] { CandidateFeatures, Split, SplitSeed, TrainFraction, Seed, Epochs, BatchSize, LearningRate,
-            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, ClampedTimestampBuckets, QuantileBuckets, MaxTokens, TimeZone, Temperature, Softmax, LogQ, RemoveAccidentalHits, Normalize, UserIdDropout, Device, Threads })
+            EmbeddingDim, OutputDim, HiddenLayers, TimestampBuckets, ClampedTimestampBuckets, QuantileBuckets, MaxTokens, TimeZone, Temperature, Softmax, LogQ, RemoveAccidentalHits, Normalize, UserIdDropout, ValidationFraction, Patience, Refit, Device, Threads })
         {
             command.Options.Add(option);
         }
     }
 
-    public TrainingOptions Bind(ParseResult result)
+    /// <summary>
+    /// The options of a parsed command line. With <paramref name="overrides"/> (an ablation row parsed by another
+    /// set's options), every option that row states explicitly wins over <paramref name="result"/>.
+    /// </summary>
+    public TrainingOptions Bind(ParseResult result, ParseResult? overrides = null)
     {
-        var hidden = result.GetValue(HiddenLayers) ?? "";
+        T Get<T>(Option<T> option) => overrides?.GetResult(option.Name) is OptionResult { Implicit: false }
+            ? overrides.GetValue<T>(option.Name)!
+            : result.GetValue(option)!;
+        bool rowHasQueryFeatures = overrides?.GetResult(QueryFeatures.Name) is OptionResult { Implicit: false };
+        var hidden = Get(HiddenLayers) ?? "";
         var options = new TrainingOptions
         {
-            QueryFeatures = FeatureCatalog.ParseQuery(_hasQueryFeatures ? result.GetValue(QueryFeatures)! : "user_id"),
-            CandidateFeatures = FeatureCatalog.ParseCandidate(result.GetValue(CandidateFeatures)!),
-            Split = Retrieval.Core.Data.Split.ParseKind(result.GetValue(Split)!),
-            SplitSeed = result.GetValue(SplitSeed),
-            TrainFraction = result.GetValue(TrainFraction),
-            Seed = result.GetValue(Seed),
-            Epochs = result.GetValue(Epochs),
-            BatchSize = result.GetValue(BatchSize),
-            LearningRate = result.GetValue(LearningRate),
-            EmbeddingDim = result.GetValue(EmbeddingDim),
-            OutputDim = result.GetValue(OutputDim),
+            QueryFeatures = FeatureCatalog.ParseQuery(_hasQueryFeatures || rowHasQueryFeatures ? Get(QueryFeatures) : "user_id"),
+            CandidateFeatures = FeatureCatalog.ParseCandidate(Get(CandidateFeatures)),
+            Split = Retrieval.Core.Data.Split.ParseKind(Get(Split)),
+            SplitSeed = Get(SplitSeed),
+            TrainFraction = Get(TrainFraction),
+            Seed = Get(Seed),
+            Epochs = Get(Epochs),
+            BatchSize = Get(BatchSize),
+            LearningRate = Get(LearningRate),
+            EmbeddingDim = Get(EmbeddingDim),
+            OutputDim = Get(OutputDim),
             HiddenLayers = [.. hidden.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseSize)],
-            Features = new FeatureOptions(result.GetValue(TimestampBuckets), result.GetValue(MaxTokens), TimeZoneOf(result.GetValue(TimeZone)!))
+            Features = new FeatureOptions(Get(TimestampBuckets), Get(MaxTokens), TimeZoneOf(Get(TimeZone)))
             {
-                ClampedTimestampBuckets = result.GetValue(ClampedTimestampBuckets),
-                QuantileBuckets = result.GetValue(QuantileBuckets),
+                ClampedTimestampBuckets = Get(ClampedTimestampBuckets),
+                QuantileBuckets = Get(QuantileBuckets),
             },
-            Temperature = result.GetValue(Temperature),
-            LogQCorrection = result.GetValue(LogQ),
-            RemoveAccidentalHits = result.GetValue(RemoveAccidentalHits),
-            FullSoftmax = result.GetValue(Softmax) switch
+            Temperature = Get(Temperature),
+            LogQCorrection = Get(LogQ),
+            RemoveAccidentalHits = Get(RemoveAccidentalHits),
+            FullSoftmax = Get(Softmax) switch
             {
                 "in-batch" => false,
                 "full" => true,
                 var other => throw new ArgumentException($"--softmax must be in-batch or full, got '{other}'"),
             },
-            Normalize = result.GetValue(Normalize),
-            UserIdDropout = result.GetValue(UserIdDropout),
-            Device = result.GetValue(Device)!,
-            Threads = result.GetValue(Threads),
+            Normalize = Get(Normalize),
+            UserIdDropout = Get(UserIdDropout),
+            Device = Get(Device),
+            Threads = Get(Threads),
+            ValidationFraction = Get(ValidationFraction),
+            Patience = Get(Patience),
+            Refit = Get(Refit),
         };
         options.Validate();
         return options;

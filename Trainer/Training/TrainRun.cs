@@ -30,19 +30,34 @@ public sealed class TrainRun : IDisposable
     /// <summary>Test accuracy of the users training saw and of the ones it did not, when the test rows hold both.</summary>
     public UserSplitAccuracy? ByUser { get; }
 
-    /// <summary>Trains with the options, then evaluates on the test rows (and the training rows unless skipped).</summary>
+    /// <summary>
+    /// Trains with the options, then evaluates on the test rows (and the training rows unless skipped). With a
+    /// validation fraction, the epoch count is chosen on a slice of the training rows (the model trains on the rest,
+    /// features fitted there too) and the best epoch's weights are kept, or, with refit, a new model trains on all
+    /// training rows for that many epochs. The test rows are never looked at before the final evaluation.
+    /// </summary>
     public static TrainRun Execute(TrainingData data, TrainingOptions options, TorchSharp.torch.Device device,
         bool evaluateTrain = true, Action<string>? log = null, CancellationToken cancellation = default)
     {
-        var model = new TwoTowerModel(data, options, device);
+        var testRows = data.Split.Test;
+        TwoTowerModel? model = null;
         try
         {
-            var training = model.Train(log, cancellation);
+            TrainingResult training;
+            if (options.ValidationFraction > 0)
+            {
+                (model, data, training) = TrainWithValidation(data, options, device, log, cancellation);
+            }
+            else
+            {
+                model = new TwoTowerModel(data, options, device);
+                training = model.Train(log, cancellation);
+            }
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var test = model.Evaluate(data.Split.Test);
+            var test = model.Evaluate(testRows);
             var train = evaluateTrain ? model.Evaluate(data.Split.Train) : null;
-            var known = data.Split.Test.Where(r => data.History.Contains(data.Dataset.Ratings.UserIds[r])).ToArray();
-            var unseen = data.Split.Test.Where(r => !data.History.Contains(data.Dataset.Ratings.UserIds[r])).ToArray();
+            var known = testRows.Where(r => data.History.Contains(data.Dataset.Ratings.UserIds[r])).ToArray();
+            var unseen = testRows.Where(r => !data.History.Contains(data.Dataset.Ratings.UserIds[r])).ToArray();
             var byUser = known.Length > 0 && unseen.Length > 0
                 ? new UserSplitAccuracy(model.Evaluate(known), known.Length, model.Evaluate(unseen), unseen.Length)
                 : null;
@@ -50,8 +65,71 @@ public sealed class TrainRun : IDisposable
         }
         catch
         {
+            model?.Dispose();
+            throw;
+        }
+    }
+
+    private static (TwoTowerModel Model, TrainingData Data, TrainingResult Training) TrainWithValidation(TrainingData data,
+        TrainingOptions options, TorchSharp.torch.Device device, Action<string>? log, CancellationToken cancellation)
+    {
+        var inner = data.Split.HoldOut(data.Dataset.Ratings, options.ValidationFraction, options.SplitSeed + 1);
+        var fitting = TrainingData.Prepare(data.Dataset, options, inner);
+        var model = new TwoTowerModel(fitting, options, device);
+        var scores = new List<double>();
+        IReadOnlyList<TorchSharp.torch.Tensor>? best = null;
+        int bestEpoch = 0;
+        try
+        {
+            var training = model.Train(log, cancellation, epoch =>
+            {
+                double score = model.Evaluate(inner.Test)[100];
+                scores.Add(score);
+                log?.Invoke($"epoch {epoch}: validation top-100 {score:F4} ({inner.Test.Length:N0} rows)");
+                if (epoch == 1 || score > scores[bestEpoch - 1])
+                {
+                    DisposeAll(best);
+                    best = model.Snapshot();
+                    bestEpoch = epoch;
+                }
+                return epoch - bestEpoch < options.Patience;
+            });
+            log?.Invoke($"validation chose {bestEpoch} epoch(s) (top-100 {scores[bestEpoch - 1]:F4})");
+            if (!options.Refit)
+            {
+                model.Restore(best!);
+                return (model, fitting, training with { ValidationTop100 = scores, ChosenEpochs = bestEpoch });
+            }
+            model.Dispose();
+            log?.Invoke($"refitting on all {data.Split.Train.Length:N0} training rows for {bestEpoch} epoch(s)");
+            var refit = new TwoTowerModel(data, options with { Epochs = bestEpoch }, device);
+            try
+            {
+                var refitTraining = refit.Train(log, cancellation);
+                return (refit, data, refitTraining with { ValidationTop100 = scores, ChosenEpochs = bestEpoch });
+            }
+            catch
+            {
+                refit.Dispose();
+                throw;
+            }
+        }
+        catch
+        {
             model.Dispose();
             throw;
+        }
+        finally
+        {
+            DisposeAll(best);
+        }
+    }
+
+    private static void DisposeAll(IReadOnlyList<TorchSharp.torch.Tensor>? tensors)
+    {
+        foreach (var t in tensors ?? [])
+        {
+            t.Dispose();
         }
     }
 

@@ -45,6 +45,15 @@ public sealed record TrainingOptions
     /// <summary>Leave out of a row's softmax the other in-batch copies of its own movie.</summary>
     public bool RemoveAccidentalHits { get; init; }
 
+    /// <summary>Share of the training rows held out to pick the epoch count (0: none, train all <see cref="Epochs"/>).</summary>
+    public double ValidationFraction { get; init; }
+
+    /// <summary>Epochs without a better validation top-100 before training stops.</summary>
+    public int Patience { get; init; } = 2;
+
+    /// <summary>After choosing the epoch count on the validation slice, train again on all training rows.</summary>
+    public bool Refit { get; init; }
+
     /// <summary>auto (CUDA when available), cpu or cuda.</summary>
     public string Device { get; init; } = "auto";
 
@@ -66,6 +75,9 @@ public sealed record TrainingOptions
             "--timestamp-buckets, --clamped-timestamp-buckets and --quantile-buckets must be at least 1");
         Check(!(FullSoftmax && (LogQCorrection || RemoveAccidentalHits)),
             "--softmax full ranks against every movie once: there are no sampled negatives for --logq-correction or --remove-accidental-hits to correct");
+        Check(ValidationFraction is >= 0 and < 1, $"--validation-fraction must be in [0, 1), got {ValidationFraction}");
+        Check(Patience >= 1, $"--patience must be at least 1, got {Patience}");
+        Check(!Refit || ValidationFraction > 0, "--refit needs a --validation-fraction to choose the epoch count on");
         Check(Temperature > 0 && double.IsFinite(Temperature), $"--temperature must be positive, got {Temperature}");
     }
 
@@ -106,5 +118,8 @@ public sealed record TrainingOptions
         ["userIdDropout"] = UserIdDropout,
         ["logQCorrection"] = LogQCorrection,
         ["removeAccidentalHits"] = RemoveAccidentalHits,
+        ["validationFraction"] = ValidationFraction,
+        ["patience"] = Patience,
+        ["refit"] = Refit,
     };
 }

@@ -14,6 +14,12 @@ public sealed record EpochResult(int Epoch, double MeanBatchLoss, int Steps, dou
 /// <summary>What a training run measured.</summary>
 public sealed record TrainingResult(IReadOnlyList<EpochResult> Epochs, double Seconds, long Examples)
 {
+    /// <summary>Validation top-100 after each epoch, when a validation slice chose the epoch count.</summary>
+    public IReadOnlyList<double> ValidationTop100 { get; init; } = [];
+
+    /// <summary>The epoch count the validation slice chose (the model is that epoch's), or null without validation.</summary>
+    public int? ChosenEpochs { get; init; }
+
     public double ExamplesPerSecond => Examples / Math.Max(Seconds, 1e-9);
 }
 
@@ -52,7 +58,11 @@ public sealed class TwoTowerModel : IDisposable
         }
     }
 
-    public TrainingResult Train(Action<string>? log = null, CancellationToken cancellation = default)
+    /// <summary>
+    /// Trains for the configured epochs; after each one, <paramref name="afterEpoch"/> (given the epoch number) may
+    /// end training early by returning false.
+    /// </summary>
+    public TrainingResult Train(Action<string>? log = null, CancellationToken cancellation = default, Func<int, bool>? afterEpoch = null)
     {
         var train = _data.Split.Train;
         int n = train.Length, batchSize = _options.BatchSize;
@@ -97,8 +107,12 @@ public sealed class TwoTowerModel : IDisposable
             }
             double seconds = clock.Elapsed.TotalSeconds;
             epochs.Add(new EpochResult(epoch, lossSum / steps, steps, seconds, n / seconds));
+            if (afterEpoch is not null && !afterEpoch(epoch))
+            {
+                break;
+            }
         }
-        return new TrainingResult(epochs, total.Elapsed.TotalSeconds, (long)n * _options.Epochs);
+        return new TrainingResult(epochs, total.Elapsed.TotalSeconds, (long)n * epochs.Count);
     }
 
     /// <summary>
@@ -139,6 +153,22 @@ public sealed class TwoTowerModel : IDisposable
         // Cross-entropy's target is the label column's logit; the retrieval target differs by a constant.
         double offset = batch.Labels.Sum(l => (double)adjust.LabelColumnBias[l] - adjust.TargetBias[l]);
         return loss.item<float>() + offset;
+    }
+
+    /// <summary>A copy of every weight, to return to with <see cref="Restore"/>.</summary>
+    public IReadOnlyList<Tensor> Snapshot()
+    {
+        using var _ = no_grad();
+        return [.. _query.Parameters().Concat(_candidate.Parameters()).Select(p => p.detach().clone())];
+    }
+
+    public void Restore(IReadOnlyList<Tensor> snapshot)
+    {
+        using var _ = no_grad();
+        foreach (var (parameter, saved) in _query.Parameters().Concat(_candidate.Parameters()).Zip(snapshot))
+        {
+            parameter.copy_(saved);
+        }
     }
 
     /// <summary>Embeddings of every catalogue row, row-major [rows, outputDim].</summary>
