@@ -29,7 +29,7 @@ public static class AblationChart
                 });
             }
             var series = plot.Add.Bars(bars);
-            series.LegendText = rows[s].FeatureSet;
+            series.LegendText = rows[s].Label;
         }
         for (int j = 0; j < ks.Length; j++)
         {
@@ -40,6 +40,6 @@ public static class AblationChart
         plot.Title($"Test top-k accuracy ({split} split, FactorizedTopK over the whole catalogue)");
         plot.YLabel("accuracy");
         plot.ShowLegend(Alignment.UpperLeft);
-        plot.SavePng(path, 1000, 560);
+        plot.SavePng(path, 1200, 640);
     }
 }

@@ -34,15 +34,22 @@ public static class AblationReport
         var results = new JsonArray();
         foreach (var row in rows)
         {
-            results.Add(new JsonObject
+            var result = new JsonObject
             {
                 ["featureSet"] = row.FeatureSet,
+                ["configuration"] = row.Changes,
                 ["split"] = row.Split,
                 ["seeds"] = new JsonArray([.. row.Seeds.Select(s => JsonValue.Create(s))]),
                 ["train"] = Part(row.Train),
                 ["test"] = Part(row.Test),
                 ["trainSeconds"] = Math.Round(row.TrainSeconds, 3),
-            });
+            };
+            if (row.TestNewUsers.Count > 0)
+            {
+                result["testNewUsers"] = Part(row.TestNewUsers);
+                result["newUserShare"] = Math.Round(row.NewUserShare, 4);
+            }
+            results.Add(result);
         }
         return new JsonObject { ["results"] = results, ["settings"] = settings.DeepClone() };
     }
@@ -69,7 +76,9 @@ public static class AblationReport
         sb.AppendLine("# Ablation: do context features help retrieval?").AppendLine();
         sb.AppendLine(CultureInfo.InvariantCulture, $"Settings: `{settings.ToJsonString()}`").AppendLine();
         sb.AppendLine("FactorizedTopK accuracy against the whole catalogue, mean ± std over seeds. ")
-          .AppendLine("`most-popular` ranks movies by their count in the training rows: the baseline any model must beat.").AppendLine();
+          .AppendLine("`most-popular` ranks movies by their count in the training rows: the baseline any model must beat. ")
+          .AppendLine("A configuration in brackets says how a row differs from the tutorial's model besides its query features; ")
+          .AppendLine("`new users` is test top-100 over the test rows of users absent from the training rows.").AppendLine();
         foreach (var split in rows.Select(r => r.Split).Distinct())
         {
             sb.AppendLine(CultureInfo.InvariantCulture, $"## {split} split").AppendLine();
@@ -79,28 +88,38 @@ public static class AblationReport
         return sb.ToString();
     }
 
-    /// <summary>The table as it appears in the README: one row per feature set, test and train top-k.</summary>
+    /// <summary>The table as it appears in the README: one row per configuration, test and train top-k.</summary>
     public static string Table(IReadOnlyList<AblationRow> rows)
     {
+        bool newUsers = rows.Any(r => r.TestNewUsers.Count > 0);
         var sb = new StringBuilder();
-        sb.Append("| feature set | seeds |");
+        sb.Append("| feature set | configuration | seeds |");
         foreach (int k in TopKAccuracy.DefaultKs)
         {
             sb.Append(CultureInfo.InvariantCulture, $" test top-{k} |");
         }
+        if (newUsers)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $" new users ({rows[0].NewUserShare:P0}) top-100 |");
+        }
         sb.AppendLine(" train top-100 |");
-        sb.Append("| --- | --- |");
+        sb.Append("| --- | --- | --- |");
         foreach (int _ in TopKAccuracy.DefaultKs)
         {
             sb.Append(" --- |");
         }
-        sb.AppendLine(" --- |");
+        sb.AppendLine(newUsers ? " --- | --- |" : " --- |");
         foreach (var row in rows)
         {
-            sb.Append(CultureInfo.InvariantCulture, $"| {row.FeatureSet} | {(row.Seeds.Count == 0 ? "-" : row.Seeds.Count.ToString(CultureInfo.InvariantCulture))} |");
+            sb.Append(CultureInfo.InvariantCulture, $"| {row.FeatureSet} | {(row.Changes.Length == 0 ? "-" : row.Changes)} | ")
+              .Append(row.Seeds.Count == 0 ? "-" : row.Seeds.Count.ToString(CultureInfo.InvariantCulture)).Append(" |");
             foreach (int k in TopKAccuracy.DefaultKs)
             {
                 sb.Append(' ').Append(Format(row.TestSummary(k))).Append(" |");
+            }
+            if (newUsers)
+            {
+                sb.Append(' ').Append(row.TestNewUsers.Count > 0 ? Format(row.TestNewUsersSummary(100)) : "-").Append(" |");
             }
             sb.Append(' ').Append(Format(row.TrainSummary(100))).AppendLine(" |");
         }

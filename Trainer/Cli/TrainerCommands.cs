@@ -180,19 +180,35 @@ public static class TrainerCommands
         return command;
     }
 
+    /// <summary>
+    /// The ablation's default rows: the tutorial's two feature sets, the log-Q cure alone, and the best configurations
+    /// found (README, "Accuracy"). Each row: query features, then options of its own over the command line's.
+    /// </summary>
+    public const string DefaultConfigurations =
+        "user_id; user_id,timestamp; user_id --logq-correction; " +
+        "user_id,history " + BestOptions + "; " +
+        "user_id,timestamp,history " + BestOptions + "; " +
+        "user_id,timestamp,history,demographics " + BestOptions;
+
+    /// <summary>The options of the best configurations: richer candidates, full softmax, a hidden layer, early stopping with refit.</summary>
+    public const string BestOptions = "--candidate-features movie_title,title_text,genres,release_year --softmax full " +
+        "--hidden-layers 64 --learning-rate 0.05 --epochs 12 --validation-fraction 0.1 --refit";
+
     private static Command Ablate()
     {
         var set = new TrainingOptionSet();
-        var seeds = new Option<int>("--seeds") { Description = "Seeds per feature set (42, 43, …)", DefaultValueFactory = _ => 3 };
+        var seeds = new Option<int>("--seeds") { Description = "Seeds per configuration (42, 43, …)", DefaultValueFactory = _ => 3 };
         var featureSets = new Option<string>("--feature-sets")
         {
-            Description = "Query feature sets separated by ';' (default: the tutorial's 'user_id;user_id,timestamp')",
-            DefaultValueFactory = _ => "user_id;user_id,timestamp",
+            Description = "Configurations separated by ';', each query features (as --query-features) optionally followed by training " +
+                "options of its own, e.g. 'user_id; user_id,timestamp --logq-correction --epochs 5'. Default: the tutorial's two " +
+                "sets, log-Q alone, and the best configurations found (README)",
+            DefaultValueFactory = _ => DefaultConfigurations,
             HelpName = "SETS",
         };
         var splits = new Option<string>("--splits") { Description = "Splits to run, comma-separated (overrides --split)", HelpName = "LIST" };
-        var output = new Option<string>("--out") { Description = "Report folder: report.json, report.md, chart.png", Required = true, HelpName = "OUT" };
-        var command = new Command("ablate", "Run the context-features experiment: feature sets x seeds, plus the most-popular baseline");
+        var output = new Option<string>("--out") { Description = "Report folder: report.json, report.md, a chart per split", Required = true, HelpName = "OUT" };
+        var command = new Command("ablate", "Run the context-features experiment: configurations x seeds x splits, plus the most-popular baseline");
         set.AddTo(command, includeQueryFeatures: false);
         command.Options.Add(seeds);
         command.Options.Add(featureSets);
@@ -206,8 +222,7 @@ public static class TrainerCommands
             {
                 throw new ArgumentException($"--seeds must be at least 1, got {seedCount}");
             }
-            var sets = result.GetValue(featureSets)!.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(FeatureCatalog.ParseQuery).ToList();
+            var configurations = ParseConfigurations(result.GetValue(featureSets)!, set, result);
             var splitKinds = result.GetValue(splits) is { } list
                 ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Split.ParseKind).Distinct().ToList()
                 : [options.Split];
@@ -215,10 +230,11 @@ public static class TrainerCommands
             var device = DeviceSelector.Select(options.Device, options.Threads, Log);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var seedList = Enumerable.Range(options.Seed, seedCount).ToList();
-            var rows = AblationRunner.Run(dataset, options, sets, splitKinds, seedList, device, Log, ct);
+            var rows = AblationRunner.Run(dataset, configurations, splitKinds, seedList, device, Log, ct);
             var settings = options.ToJson();
             settings.Remove("queryFeatures");
             settings.Remove("seed");
+            settings["configurations"] = result.GetValue(featureSets);
             settings["dataset"] = dataset.Name;
             settings["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 1);
             var outDir = result.GetValue(output)!;
@@ -232,6 +248,40 @@ public static class TrainerCommands
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>
+    /// Parses "FEATURES [--option value …]; …": each row's own options are read by the training options' parser
+    /// and win over the command line's; the rest come from the command line.
+    /// </summary>
+    public static IReadOnlyList<TrainingOptions> ParseConfigurations(string text, TrainingOptionSet set, ParseResult commandLine)
+    {
+        var configurations = new List<TrainingOptions>();
+        foreach (var row in text.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var tokens = row.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).ToList();
+            if (!tokens[0].StartsWith('-'))
+            {
+                tokens.Insert(0, "--query-features");
+            }
+            var rowSet = new TrainingOptionSet();
+            var rowCommand = new RootCommand();
+            rowSet.AddTo(rowCommand);
+            var parsed = rowCommand.Parse(tokens);
+            if (parsed.Errors.Count > 0)
+            {
+                throw new ArgumentException($"--feature-sets row '{row}': {string.Join("; ", parsed.Errors.Select(e => e.Message))}");
+            }
+            try
+            {
+                configurations.Add(set.Bind(commandLine, parsed));
+            }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"--feature-sets row '{row}': {e.Message}", e);
+            }
+        }
+        return configurations.Count > 0 ? configurations : throw new ArgumentException("--feature-sets holds no configuration");
     }
 
     private static Command Publish()

@@ -11,11 +11,12 @@ public static class MostPopular
 {
     public const string Name = "most-popular";
 
-    public static (TopKAccuracy Train, TopKAccuracy Test) Evaluate(TrainingData data)
+    public static (TopKAccuracy Train, TopKAccuracy Test) Evaluate(TrainingData data) =>
+        (Evaluate(data, data.Split.Train), Evaluate(data, data.Split.Test));
+
+    public static TopKAccuracy Evaluate(TrainingData data, int[] rows)
     {
         var scores = data.TrainingCounts().Select(c => (float)c).ToArray();
-        TopKAccuracy Score(int[] rows) =>
-            FactorizedTopK.Accuracy(FactorizedTopK.HigherCounts(scores, rows.Select(r => data.MovieRows[r]).ToArray()));
-        return (Score(data.Split.Train), Score(data.Split.Test));
+        return FactorizedTopK.Accuracy(FactorizedTopK.HigherCounts(scores, rows.Select(r => data.MovieRows[r]).ToArray()));
     }
 }

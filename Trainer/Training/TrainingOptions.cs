@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json.Nodes;
 using Retrieval.Core.Data;
 using Retrieval.Core.Features;
@@ -90,6 +91,39 @@ public sealed record TrainingOptions
     }
 
     public string FeatureSetName => FeatureCatalog.Describe(QueryFeatures);
+
+    /// <summary>
+    /// What this run does differently from the tutorial's model besides its query features, in the command line's
+    /// words ("" for the tutorial's own settings): the label of an ablation row's configuration.
+    /// </summary>
+    public string DescribeChanges()
+    {
+        var tutorial = new TrainingOptions();
+        var parts = new List<string>();
+        void Add(bool changed, string text)
+        {
+            if (changed)
+            {
+                parts.Add(text);
+            }
+        }
+        var added = CandidateFeatures.Except(tutorial.CandidateFeatures).ToList();
+        var removed = tutorial.CandidateFeatures.Except(CandidateFeatures).ToList();
+        Add(added.Count + removed.Count > 0, "candidate " + string.Join(',', added.Select(a => "+" + a).Concat(removed.Select(r => "-" + r))));
+        Add(FullSoftmax, "full softmax");
+        Add(LogQCorrection, "log-Q");
+        Add(RemoveAccidentalHits, "no accidental hits");
+        Add(Normalize, "L2-normalised");
+        Add(Temperature != tutorial.Temperature, $"temperature {Temperature.ToString(CultureInfo.InvariantCulture)}");
+        Add(HiddenLayers.Count > 0, $"hidden {string.Join(',', HiddenLayers)}");
+        Add(EmbeddingDim != tutorial.EmbeddingDim || OutputDim != tutorial.OutputDim, $"dims {EmbeddingDim}/{OutputDim}");
+        Add(UserIdDropout > 0, $"user-id dropout {UserIdDropout.ToString(CultureInfo.InvariantCulture)}");
+        Add(LearningRate != tutorial.LearningRate, $"lr {LearningRate.ToString(CultureInfo.InvariantCulture)}");
+        Add(BatchSize != tutorial.BatchSize, $"batch {BatchSize}");
+        Add(ValidationFraction > 0, $"early stop ≤{Epochs} epochs on {ValidationFraction.ToString("P0", CultureInfo.InvariantCulture)} validation{(Refit ? " + refit" : "")}");
+        Add(ValidationFraction == 0 && Epochs != tutorial.Epochs, $"{Epochs} epochs");
+        return string.Join("; ", parts);
+    }
 
     public JsonObject ToJson() => new()
     {
