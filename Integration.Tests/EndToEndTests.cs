@@ -15,7 +15,7 @@ public class EndToEndTests(TrainedModelsFixture shared) : IClassFixture<TrainedM
     private static List<int> Offline(ModelArtifact artifact, string user, long at, int k)
     {
         var results = new ScoredCandidate[k];
-        int found = ExactSearch.TopK(artifact.Candidates, artifact.QueryTower.Embed(new QueryInput(user, at)), k, results);
+        int found = ExactSearch.TopK(artifact.Candidates, artifact.QueryTower.Embed(TrainedModels.Served(artifact, user, at)), k, results);
         return [.. results.Take(found).Select(r => r.Id)];
     }
 

@@ -42,7 +42,7 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
     /// <summary>The top K computed offline from the artifact with the library code, as the services should answer.</summary>
     private List<int> Offline(string user, long timestamp, int k, IEnumerable<int>? exclude = null)
     {
-        var query = fixture.Artifact.QueryTower.Embed(new QueryInput(user, timestamp));
+        var query = fixture.Artifact.QueryTower.Embed(TrainedModels.Served(fixture.Artifact, user, timestamp));
         var rowOf = fixture.Artifact.Catalogue.Select((m, row) => (m.Id, row)).ToDictionary(x => x.Id, x => x.row);
         using var exclusions = new Exclusions(fixture.Artifact.Candidates.Count);
         foreach (var id in exclude ?? [])
@@ -108,13 +108,61 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
     {
         var at = DateTimeOffset.FromUnixTimeSeconds(fixture.Models.Dataset.Ratings.Timestamps[3]);
         var one = await fixture.Client.EmbedAsync("3", at);
-        Assert.Equal(fixture.Artifact.QueryTower.Embed(new QueryInput("3", at.ToUnixTimeSeconds())), one.Embedding);
+        Assert.Equal(fixture.Artifact.QueryTower.Embed(TrainedModels.Served(fixture.Artifact, "3", at.ToUnixTimeSeconds())), one.Embedding);
         var batch = await Raw.BatchEmbedAsync(new BatchEmbedRequest
         {
             Contexts = { new QueryContext { UserId = "3", Timestamp = Timestamp.FromDateTimeOffset(at) }, new QueryContext { UserId = "nobody" } },
         });
         Assert.Equal(one.Embedding, batch.Embeddings[0].Embedding);
         Assert.False(batch.Embeddings[1].KnownUser);
+    }
+
+    [Fact]
+    public async Task Recommend_WithDemographicsAndActivity_EqualsTheOfflineTopKOfThatContext()
+    {
+        var profile = fixture.Models.Dataset.Users["12"];
+        long at = fixture.Models.Dataset.Ratings.Timestamps[500];
+        var context = new QueryContext
+        {
+            UserId = "12",
+            Timestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeSeconds(at)),
+            Demographics = new Demographics { Age = profile.Age!.Value, Gender = profile.Gender, Occupation = profile.Occupation, ZipCode = profile.ZipCode },
+            Activity = new Activity { PriorRatings = 7, FirstRatingTime = Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeSeconds(at - 3_600)) },
+        };
+        var input = new QueryInput("12", at) { Profile = profile, Activity = new UserActivity(7, at - 3_600) };
+
+        var answer = await fixture.Client.RecommendAsync(context, 15);
+        var embedded = await fixture.Client.EmbedAsync(context);
+
+        Assert.False(answer.Degraded, answer.DegradedReason);
+        Assert.Equal(fixture.Artifact.QueryTower.Embed(input), embedded.Embedding);
+        Assert.Equal(OfflineOf(input, 15), answer.Movies.Select(m => m.MovieId));
+        // The model uses both: without them the request is another query (history from the artifact, demographics out of vocabulary).
+        var bare = await fixture.Client.EmbedAsync("12", DateTimeOffset.FromUnixTimeSeconds(at));
+        Assert.NotEqual(embedded.Embedding, bare.Embedding);
+    }
+
+    [Fact]
+    public async Task Embed_WithUnknownDemographicValues_UsesTheirOutOfVocabularyRows()
+    {
+        long at = fixture.Models.Dataset.Ratings.Timestamps[9];
+        var context = new QueryContext
+        {
+            UserId = "someone-new",
+            Timestamp = Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeSeconds(at)),
+            Demographics = new Demographics { Gender = "not a MovieLens value", Occupation = "astronaut", ZipCode = "?" },
+        };
+        var embedded = await fixture.Client.EmbedAsync(context);
+        var missing = await fixture.Client.EmbedAsync("someone-new", DateTimeOffset.FromUnixTimeSeconds(at));
+        Assert.False(embedded.KnownUser);
+        Assert.Equal(missing.Embedding, embedded.Embedding);
+    }
+
+    private List<int> OfflineOf(QueryInput input, int k)
+    {
+        var results = new ScoredCandidate[k];
+        int found = ExactSearch.TopK(fixture.Artifact.Candidates, fixture.Artifact.QueryTower.Embed(input), k, results);
+        return [.. results.Take(found).Select(r => r.Id)];
     }
 
     [Fact]
@@ -145,6 +193,10 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
         { "bad nanos", () => new RecommendRequest { Context = new QueryContext { UserId = "1", Timestamp = new Timestamp { Seconds = 5, Nanos = -1 } }, K = 5 }, "context.timestamp.nanos must be between 0 and 999999999" },
         { "k = 0", () => new RecommendRequest { Context = new QueryContext { UserId = "1" }, K = 0 }, "k must be between 1 and 1000, got 0" },
         { "k too big", () => new RecommendRequest { Context = new QueryContext { UserId = "1" }, K = 1001 }, "k must be between 1 and 1000, got 1001" },
+        { "age 0", () => new RecommendRequest { Context = new QueryContext { UserId = "1", Demographics = new Demographics { Age = 0 } }, K = 5 }, "context.demographics.age must be between 1 and 150, got 0" },
+        { "long occupation", () => new RecommendRequest { Context = new QueryContext { UserId = "1", Demographics = new Demographics { Occupation = new string('o', 65) } }, K = 5 }, "context.demographics.occupation has 65 characters; at most 64" },
+        { "negative prior ratings", () => new RecommendRequest { Context = new QueryContext { UserId = "1", Activity = new Activity { PriorRatings = -1 } }, K = 5 }, "context.activity.prior_ratings must not be negative, got -1" },
+        { "first rating after the request", () => new RecommendRequest { Context = new QueryContext { UserId = "1", Timestamp = new Timestamp { Seconds = 1000 }, Activity = new Activity { PriorRatings = 2, FirstRatingTime = new Timestamp { Seconds = 2000 } } }, K = 5 }, "context.activity.first_rating_time must be between 1970 and the request's timestamp" },
         { "too many exclusions", () => new RecommendRequest { Context = new QueryContext { UserId = "1" }, K = 5, ExcludeMovieIds = { Enumerable.Range(1, 10_001) } }, "exclude_movie_ids has 10001 ids; at most 10000" },
     };
 

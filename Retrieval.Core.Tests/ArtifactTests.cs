@@ -42,12 +42,17 @@ public class ArtifactTests
     {
         using var dir = new TempDirectory();
         var path = dir.File("t.safetensors");
-        SafeTensors.Write(path, [NamedTensor.Of("w", new float[] { 1, 2, 3, 4, 5, 6 }, 2, 3), NamedTensor.Of("ids", new[] { 7, 8 }, 2)]);
+        SafeTensors.Write(path,
+        [
+            NamedTensor.Of("w", new float[] { 1, 2, 3, 4, 5, 6 }, 2, 3), NamedTensor.Of("ids", new[] { 7, 8 }, 2),
+            NamedTensor.Of("times", new[] { 5_000_000_000L, -1L }, 2),
+        ]);
         var read = SafeTensors.Read(path);
         Assert.Equal([2, 3], read["w"].Shape);
         Assert.Equal([1f, 2, 3, 4, 5, 6], read["w"].Floats!);
         Assert.Equal([7, 8], read["ids"].Ints!);
-        Assert.Equal(0, (new FileInfo(path).Length - 8 - 6 * 4 - 2 * 4) % 8); // header padded to 8 bytes
+        Assert.Equal([5_000_000_000L, -1L], read["times"].Longs!);
+        Assert.Equal(0, (new FileInfo(path).Length - 8 - 6 * 4 - 2 * 4 - 2 * 8) % 8); // header padded to 8 bytes
     }
 
     [Fact]

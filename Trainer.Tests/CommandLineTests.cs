@@ -68,15 +68,20 @@ public class CommandLineTests(SampleData sample) : IClassFixture<SampleData>
     public void Ablate_WritesReportJsonInTheDocumentedShape_WithMarkdownAndChart()
     {
         var output = sample.NewFolder("ablation");
-        var run = TrainerProcess.Run(Quick("ablate", "--seeds", "2", "--out", output));
+        var run = TrainerProcess.Run(Quick("ablate", "--seeds", "2", "--out", output, "--splits", "random,chronological",
+            "--feature-sets", "user_id; user_id,timestamp; user_id,history --softmax full --epochs 2"));
         Assert.True(run.ExitCode == 0, run.Error);
         var report = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "report.json")))!;
         var results = report["results"]!.AsArray();
-        Assert.Equal(["most-popular", "user_id", "user_id,timestamp"], results.Select(r => r!["featureSet"]!.GetValue<string>()));
+        string[] sets = ["most-popular", "user_id", "user_id,timestamp", "user_id,history"];
+        Assert.Equal([.. sets, .. sets], results.Select(r => r!["featureSet"]!.GetValue<string>()));
+        Assert.Equal([.. Enumerable.Repeat("random", 4), .. Enumerable.Repeat("chronological", 4)], results.Select(r => r!["split"]!.GetValue<string>()));
+        Assert.Equal("full softmax; 2 epochs", results[3]!["configuration"]!.GetValue<string>());
+        Assert.Equal("", results[1]!["configuration"]!.GetValue<string>());
+        Assert.NotNull(results[7]!["testNewUsers"]); // the chronological test rows hold users training never saw
         foreach (var row in results)
         {
-            Assert.Equal("random", row!["split"]!.GetValue<string>());
-            Assert.NotNull(row["seeds"]!.AsArray());
+            Assert.NotNull(row!["seeds"]!.AsArray());
             foreach (var part in new[] { "train", "test" })
             {
                 foreach (var k in new[] { "top1", "top5", "top10", "top50", "top100" })
@@ -87,7 +92,8 @@ public class CommandLineTests(SampleData sample) : IClassFixture<SampleData>
             }
         }
         Assert.Equal([42, 43], results[1]!["seeds"]!.AsArray().Select(s => s!.GetValue<int>()));
-        Assert.Contains("| user_id,timestamp |", File.ReadAllText(Path.Combine(output, "report.md")));
+        Assert.Contains("| user_id,timestamp | - |", File.ReadAllText(Path.Combine(output, "report.md")));
+        Assert.True(File.Exists(Path.Combine(output, "chart-chronological.png")));
         var png = File.ReadAllBytes(Path.Combine(output, "chart.png"));
         Assert.True(png.Length > 5_000 && png[1] == 'P' && png[2] == 'N' && png[3] == 'G', "chart.png is a real PNG");
         Assert.Contains("most-popular", run.Output);
@@ -98,9 +104,11 @@ public class CommandLineTests(SampleData sample) : IClassFixture<SampleData>
     [InlineData("--query-features", "user_id,zodiac", "unknown query feature 'zodiac'")]
     [InlineData("--split", "sideways", "unknown split 'sideways'")]
     [InlineData("--device", "tpu", "--device must be auto, cpu or cuda")]
+    [InlineData("--softmax", "full --logq-correction", "there are no sampled negatives for --logq-correction")]
+    [InlineData("--refit", "", "--refit needs a --validation-fraction")]
     public void Train_BadOption_FailsWithAMessageNamingIt(string option, string value, string message)
     {
-        var run = TrainerProcess.Run(Quick("train", option, value));
+        var run = TrainerProcess.Run(Quick("train", [option, .. value.Split(' ', StringSplitOptions.RemoveEmptyEntries)]));
         Assert.Equal(2, run.ExitCode);
         Assert.Contains(message, run.Error);
     }

@@ -13,11 +13,13 @@ public class TowerParityTests(SampleData sample) : IClassFixture<SampleData>
     [InlineData("user_id,timestamp", "16", false)] // a hidden ReLU layer
     [InlineData("user_id,timestamp", "16", true)]  // and L2-normalised outputs
     [InlineData("user_id,hour_of_day,day_of_week", "", false)]
-    public void PlainCSharpTowers_EqualTorchSharpTowers(string queryFeatures, string hidden, bool normalize)
+    [InlineData("user_id,timestamp_clamped,history,demographics", "16", false, "movie_title,title_text,genres,release_year")]
+    public void PlainCSharpTowers_EqualTorchSharpTowers(string queryFeatures, string hidden, bool normalize, string candidateFeatures = "movie_title,title_text")
     {
         var options = new TrainingOptions
         {
             QueryFeatures = FeatureCatalog.ParseQuery(queryFeatures),
+            CandidateFeatures = FeatureCatalog.ParseCandidate(candidateFeatures),
             HiddenLayers = [.. hidden.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)],
             Epochs = 1,
             BatchSize = 512,
@@ -33,8 +35,9 @@ public class TowerParityTests(SampleData sample) : IClassFixture<SampleData>
 
         var ratings = sample.Dataset.Ratings;
         long min = ratings.Timestamps.Min(), max = ratings.Timestamps.Max();
-        var inputs = Enumerable.Range(0, 500).Select(i => new QueryInput(ratings.UserIds[i * 37], ratings.Timestamps[i * 37])).ToList();
-        inputs.Add(new QueryInput("never-seen-user", min));          // out-of-vocabulary row
+        var inputs = Enumerable.Range(0, 500).Select(i => data.QueryOf(i * 37)).ToList();  // with demographics and activity
+        inputs.Add(new QueryInput("never-seen-user", min));          // out-of-vocabulary row, no profile, no activity
+        inputs.Add(new QueryInput("never-seen-user", max) { Profile = new UserProfile("x", 99, "X", "astronaut", "00000"), Activity = new UserActivity(100_000, min) });
         inputs.Add(new QueryInput("1", min - 86_400 * 365));          // before the training range: first bucket
         inputs.Add(new QueryInput("2", max + 86_400 * 365 * 10));     // far after it: last bucket
         inputs.Add(new QueryInput("", 0));

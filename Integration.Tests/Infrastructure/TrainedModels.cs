@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Retrieval.Core.Artifact;
 using Retrieval.Core.Data;
+using Retrieval.Core.Features;
 
 namespace Retrieval.Integration.Tests.Infrastructure;
 
@@ -30,12 +31,16 @@ public sealed class TrainedModels : IDisposable
     public string Version { get; }
     public string VersionDirectory { get; }
 
-    /// <summary>Trains (user id + timestamp, small settings) and publishes into <paramref name="models"/>; returns the version.</summary>
+    /// <summary>
+    /// Trains with every kind of feature the services must serve (user id, timestamp, history, demographics;
+    /// title, title text, genres, release year), small settings, and publishes into <paramref name="models"/>.
+    /// </summary>
     public string Train(string models, int seed)
     {
         var run = Programs.Run(Programs.Trainer,
         [
-            "train", "--data-dir", DataDirectory, "--publish", models, "--query-features", "user_id,timestamp",
+            "train", "--data-dir", DataDirectory, "--publish", models, "--query-features", "user_id,timestamp,history,demographics",
+            "--candidate-features", "movie_title,title_text,genres,release_year",
             "--epochs", "3", "--batch-size", "256", "--timestamp-buckets", "50", "--threads", "1", "--seed", seed.ToString(),
             "--no-train-eval", "--json",
         ]);
@@ -45,6 +50,13 @@ public sealed class TrainedModels : IDisposable
         }
         return JsonNode.Parse(run.LastLine)!["version"]!.GetValue<string>();
     }
+
+    /// <summary>
+    /// A request's input as the query service builds it when the request carries no activity: the user's activity
+    /// before <paramref name="at"/> comes from the model's published history.
+    /// </summary>
+    public static QueryInput Served(ModelArtifact artifact, string user, long at, UserProfile? profile = null) =>
+        new(user, at) { Profile = profile, Activity = artifact.History.ActivityAt(user, at) };
 
     /// <summary>A fresh models folder holding a copy of the shared version as its current one.</summary>
     public string NewModelsFolder(out string version)
