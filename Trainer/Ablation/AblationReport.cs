@@ -77,7 +77,7 @@ public static class AblationReport
         sb.AppendLine(CultureInfo.InvariantCulture, $"Settings: `{settings.ToJsonString()}`").AppendLine();
         sb.AppendLine("FactorizedTopK accuracy against the whole catalogue, mean ± std over seeds. ")
           .AppendLine("`most-popular` ranks movies by their count in the training rows: the baseline any model must beat. ")
-          .AppendLine("A configuration in brackets says how a row differs from the tutorial's model besides its query features; ")
+          .AppendLine("The configuration column says how a row differs from the command line's settings (by default the tutorial's model) besides its query features; ")
           .AppendLine("`new users` is test top-100 over the test rows of users absent from the training rows.").AppendLine();
         foreach (var split in rows.Select(r => r.Split).Distinct())
         {

@@ -16,7 +16,7 @@ public static class AblationRunner
 {
     public static IReadOnlyList<AblationRow> Run(MovieLensDataset dataset, IReadOnlyList<TrainingOptions> configurations,
         IReadOnlyList<SplitKind> splits, IReadOnlyList<int> seeds, torch.Device device, Action<string> log,
-        CancellationToken cancellation = default)
+        CancellationToken cancellation = default, TrainingOptions? baseline = null)
     {
         var rows = new List<AblationRow>();
         var first = configurations[0];
@@ -43,7 +43,7 @@ public static class AblationRunner
                 var test = new List<TopKAccuracy>();
                 var testNew = new List<TopKAccuracy>();
                 var clock = Stopwatch.StartNew();
-                string label = options.DescribeChanges() is { Length: > 0 } changes ? $"{options.FeatureSetName} ({changes})" : options.FeatureSetName;
+                string label = options.DescribeChanges(baseline) is { Length: > 0 } changes ? $"{options.FeatureSetName} ({changes})" : options.FeatureSetName;
                 foreach (var seed in seeds)
                 {
                     using var run = TrainRun.Execute(data, options with { Seed = seed }, device, evaluateTrain: true, log: null, cancellation);
@@ -59,7 +59,7 @@ public static class AblationRunner
                 }
                 rows.Add(new AblationRow(options.FeatureSetName, splitName, seeds, train, test, clock.Elapsed.TotalSeconds)
                 {
-                    Changes = options.DescribeChanges(),
+                    Changes = options.DescribeChanges(baseline),
                     TestNewUsers = testNew,
                     NewUserShare = newShare,
                 });

@@ -230,7 +230,7 @@ public static class TrainerCommands
             var device = DeviceSelector.Select(options.Device, options.Threads, Log);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var seedList = Enumerable.Range(options.Seed, seedCount).ToList();
-            var rows = AblationRunner.Run(dataset, configurations, splitKinds, seedList, device, Log, ct);
+            var rows = AblationRunner.Run(dataset, configurations, splitKinds, seedList, device, Log, ct, baseline: options);
             var settings = options.ToJson();
             settings.Remove("queryFeatures");
             settings.Remove("seed");

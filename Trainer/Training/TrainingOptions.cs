@@ -93,12 +93,12 @@ public sealed record TrainingOptions
     public string FeatureSetName => FeatureCatalog.Describe(QueryFeatures);
 
     /// <summary>
-    /// What this run does differently from the tutorial's model besides its query features, in the command line's
-    /// words ("" for the tutorial's own settings): the label of an ablation row's configuration.
+    /// What this run does differently from <paramref name="baseline"/> (default: the tutorial's model) besides its
+    /// query features, in the command line's words ("" for none): the label of an ablation row's configuration.
     /// </summary>
-    public string DescribeChanges()
+    public string DescribeChanges(TrainingOptions? baseline = null)
     {
-        var tutorial = new TrainingOptions();
+        var tutorial = baseline ?? new TrainingOptions();
         var parts = new List<string>();
         void Add(bool changed, string text)
         {
@@ -110,18 +110,27 @@ public sealed record TrainingOptions
         var added = CandidateFeatures.Except(tutorial.CandidateFeatures).ToList();
         var removed = tutorial.CandidateFeatures.Except(CandidateFeatures).ToList();
         Add(added.Count + removed.Count > 0, "candidate " + string.Join(',', added.Select(a => "+" + a).Concat(removed.Select(r => "-" + r))));
-        Add(FullSoftmax, "full softmax");
-        Add(LogQCorrection, "log-Q");
-        Add(RemoveAccidentalHits, "no accidental hits");
-        Add(Normalize, "L2-normalised");
+        Add(FullSoftmax != tutorial.FullSoftmax, FullSoftmax ? "full softmax" : "in-batch softmax");
+        Add(LogQCorrection != tutorial.LogQCorrection, LogQCorrection ? "log-Q" : "no log-Q");
+        Add(RemoveAccidentalHits != tutorial.RemoveAccidentalHits, RemoveAccidentalHits ? "no accidental hits" : "accidental hits kept");
+        Add(Normalize != tutorial.Normalize, Normalize ? "L2-normalised" : "not normalised");
         Add(Temperature != tutorial.Temperature, $"temperature {Temperature.ToString(CultureInfo.InvariantCulture)}");
-        Add(HiddenLayers.Count > 0, $"hidden {string.Join(',', HiddenLayers)}");
+        Add(!HiddenLayers.SequenceEqual(tutorial.HiddenLayers), HiddenLayers.Count > 0 ? $"hidden {string.Join(',', HiddenLayers)}" : "no hidden layer");
         Add(EmbeddingDim != tutorial.EmbeddingDim || OutputDim != tutorial.OutputDim, $"dims {EmbeddingDim}/{OutputDim}");
-        Add(UserIdDropout > 0, $"user-id dropout {UserIdDropout.ToString(CultureInfo.InvariantCulture)}");
+        Add(UserIdDropout != tutorial.UserIdDropout, $"user-id dropout {UserIdDropout.ToString(CultureInfo.InvariantCulture)}");
         Add(LearningRate != tutorial.LearningRate, $"lr {LearningRate.ToString(CultureInfo.InvariantCulture)}");
         Add(BatchSize != tutorial.BatchSize, $"batch {BatchSize}");
-        Add(ValidationFraction > 0, $"early stop ≤{Epochs} epochs on {ValidationFraction.ToString("P0", CultureInfo.InvariantCulture)} validation{(Refit ? " + refit" : "")}");
+        Add(ValidationFraction > 0 && (ValidationFraction != tutorial.ValidationFraction || Epochs != tutorial.Epochs || Refit != tutorial.Refit),
+            $"early stop ≤{Epochs} epochs on {ValidationFraction.ToString("P0", CultureInfo.InvariantCulture)} validation{(Refit ? " + refit" : "")}");
         Add(ValidationFraction == 0 && Epochs != tutorial.Epochs, $"{Epochs} epochs");
+        Add(Features != tutorial.Features, "feature settings " + string.Join(", ", new[]
+        {
+            Features.TimestampBuckets != tutorial.Features.TimestampBuckets ? $"{Features.TimestampBuckets} timestamp buckets" : null,
+            Features.ClampedTimestampBuckets != tutorial.Features.ClampedTimestampBuckets ? $"{Features.ClampedTimestampBuckets} clamped buckets" : null,
+            Features.QuantileBuckets != tutorial.Features.QuantileBuckets ? $"{Features.QuantileBuckets} quantile buckets" : null,
+            Features.MaxTokens != tutorial.Features.MaxTokens ? $"{Features.MaxTokens} tokens" : null,
+            Features.TimeZone != tutorial.Features.TimeZone ? Features.TimeZone : null,
+        }.OfType<string>()));
         return string.Join("; ", parts);
     }
 
