@@ -32,9 +32,28 @@ var recSeconds = new Option<double>("--seconds") { Description = "Duration of ea
 var callers = new Option<int>("--callers") { Description = "Concurrent callers", DefaultValueFactory = _ => 32 };
 var channels = new Option<int>("--channels") { Description = "gRPC channels the callers share", DefaultValueFactory = _ => 4 };
 var rounds = new Option<int>("--rounds") { Description = "Alternating rounds of ceiling and Recommend; each reports its best", DefaultValueFactory = _ => 3 };
-var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling") { dataDir, recSeconds, callers, channels, rounds };
-recommend.SetAction(async (result, ct) => Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds),
-    Math.Max(1, result.GetValue(callers)), Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds))), result.GetValue(json)));
+var loadFractions = new Option<string>("--load-fractions")
+{
+    Description = "More open-loop phases, as fractions of the measured maximum, comma-separated (half load always runs)",
+    DefaultValueFactory = _ => "",
+    HelpName = "LIST",
+};
+var inline = new Option<bool>("--inline-completions")
+{
+    Description = "Start the services with DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 (fewer thread hops per call; see README)",
+};
+var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
+{
+    dataDir, recSeconds, callers, channels, rounds, loadFractions, inline,
+};
+recommend.SetAction(async (result, ct) =>
+{
+    var fractions = result.GetValue(loadFractions)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        .Select(f => double.TryParse(f, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v is > 0 and <= 2
+            ? v : throw new ArgumentException($"--load-fractions: '{f}' is not a fraction between 0 and 2")).ToList();
+    return Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds), Math.Max(1, result.GetValue(callers)),
+        Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline)), result.GetValue(json));
+});
 root.Subcommands.Add(recommend);
 
 return await root.Parse(args).InvokeAsync();

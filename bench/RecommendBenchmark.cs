@@ -22,16 +22,20 @@ namespace Retrieval.Bench;
 /// </summary>
 public static class RecommendBenchmark
 {
-    public static async Task<JsonObject> RunAsync(string? dataDir, double seconds, int callers, int channels, int rounds = 3)
+    public static async Task<JsonObject> RunAsync(string? dataDir, double seconds, int callers, int channels, int rounds = 3,
+        IReadOnlyList<double>? loadFractions = null, bool inlineCompletions = false)
     {
+        loadFractions ??= [];
+        // The socket setting makes both services (and their gRPC client) run socket completions on the epoll thread.
+        var environment = inlineCompletions ? new Dictionary<string, string> { ["DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS"] = "1" } : [];
         var work = Path.Combine(Path.GetTempPath(), "retrieval-bench-" + Guid.NewGuid().ToString("N")[..8]);
         var models = Path.Combine(work, "models");
         var (dataset, users, timestamps) = PrepareModel(dataDir, work, models);
         static string Dll(string project) => Retrieval.Trainer.Demo.ServiceLauncher.Locate(project);
         int candidatePort = FreePort(), queryPort = FreePort();
-        using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, ["--Model:Directory", models]);
+        using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, ["--Model:Directory", models], environment);
         using var query = StartService(Dll("QueryTower.Service"), queryPort,
-            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}"]);
+            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}"], environment);
         try
         {
             await WaitServing($"http://127.0.0.1:{candidatePort}");
@@ -68,6 +72,14 @@ public static class RecommendBenchmark
             var (half, halfFromSend) = await OpenLoop(clients, recommendStats!.Rps / 2, seconds, recommend);
             BenchEnvironment.Log($"Recommend at half load ({recommendStats.Rps / 2:N0}/s), from schedule: {half}");
             BenchEnvironment.Log($"Recommend at half load, from send: {halfFromSend}");
+            var openLoop = new JsonArray();
+            foreach (var fraction in loadFractions)
+            {
+                var (f, fs) = await OpenLoop(clients, recommendStats.Rps * fraction, seconds, recommend);
+                BenchEnvironment.Log($"Recommend at {fraction:P0} load, from schedule: {f}");
+                BenchEnvironment.Log($"Recommend at {fraction:P0} load, from send: {fs}");
+                openLoop.Add(new JsonObject { ["fraction"] = fraction, ["from_schedule"] = f.ToJson(), ["from_send"] = fs.ToJson() });
+            }
             foreach (var c in clients)
             {
                 c.Dispose();
@@ -85,6 +97,8 @@ public static class RecommendBenchmark
                 ["ratio"] = Math.Round(recommendStats.Rps / ceilingStats.Rps, 3),
                 ["half_load"] = half.ToJson(),
                 ["half_load_from_send"] = halfFromSend.ToJson(),
+                ["open_loop"] = openLoop,
+                ["inline_completions"] = inlineCompletions,
             };
         }
         finally
@@ -126,7 +140,7 @@ public static class RecommendBenchmark
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    private static Process StartService(string dll, int port, string[] args)
+    private static Process StartService(string dll, int port, string[] args, IReadOnlyDictionary<string, string> environment)
     {
         if (!File.Exists(dll))
         {
@@ -136,6 +150,10 @@ public static class RecommendBenchmark
         foreach (var a in new[] { dll, "--urls", $"http://127.0.0.1:{port}", "--Metrics:Url", "", "--Logging:LogLevel:Default", "Warning" }.Concat(args))
         {
             start.ArgumentList.Add(a);
+        }
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
         }
         var process = Process.Start(start)!;
         process.OutputDataReceived += (_, _) => { };
@@ -218,56 +236,57 @@ public static class RecommendBenchmark
     }
 
     /// <summary>
-    /// Requests sent on a fixed schedule at <paramref name="rate"/> per second, whatever the answers' speed, by several
-    /// pacers (so one late timer wake-up delays few requests). Latency counts from when a request was due, so a late
-    /// send is charged (no coordinated omission); the latency from the actual send is reported beside it.
+    /// Requests sent on a fixed schedule at <paramref name="rate"/> per second, whatever the answers' speed (open loop,
+    /// as wrk2): one pacer thread wakes every millisecond and sends the requests that have come due since, spread over the
+    /// channels, so the load arrives in small even steps rather than in the bursts of late timer wake-ups. Latency
+    /// counts from when a request was due, so a late send is charged (no coordinated omission); the latency from the
+    /// actual send is reported beside it.
     /// </summary>
     private static async Task<(Stats FromSchedule, Stats FromSend)> OpenLoop(RetrievalClient[] clients, double rate, double seconds,
-        Func<QueryTower.QueryTowerClient, int, Task> call, int pacers = 8)
+        Func<QueryTower.QueryTowerClient, int, Task> call)
     {
-        var fromDue = new List<double>[pacers];
-        var fromSend = new List<double>[pacers];
+        int total = (int)(rate * seconds);
+        var fromDue = new double[total];
+        var fromSend = new double[total];
+        var inflight = new Task[total];
         long errors = 0;
         var clock = Stopwatch.StartNew();
-        double perPacer = rate / pacers;
-        await Task.WhenAll(Enumerable.Range(0, pacers).Select(p => Task.Run(async () =>
+
+        async Task Send(int index, double dueAt)
         {
-            var due = fromDue[p] = [];
-            var sent = fromSend[p] = [];
-            var inflight = new List<Task>();
-            int total = (int)(perPacer * seconds);
-            for (int i = 0; i < total; i++)
+            double sendAt = clock.Elapsed.TotalSeconds;
+            try
             {
-                double at = (i + (double)p / pacers) / perPacer;
-                double wait = at - clock.Elapsed.TotalSeconds;
-                if (wait > 0)
-                {
-                    await Task.Delay(TimeSpan.FromSeconds(wait));
-                }
-                int index = i * pacers + p;
-                double dueAt = at;
-                inflight.Add(Task.Run(async () =>
-                {
-                    double sendAt = clock.Elapsed.TotalSeconds;
-                    try
-                    {
-                        await call(clients[index % clients.Length].Raw, index);
-                        double done = clock.Elapsed.TotalSeconds;
-                        lock (due)
-                        {
-                            due.Add((done - dueAt) * 1000);
-                            sent.Add((done - sendAt) * 1000);
-                        }
-                    }
-                    catch (Grpc.Core.RpcException)
-                    {
-                        Interlocked.Increment(ref errors);
-                    }
-                }));
+                await call(clients[index % clients.Length].Raw, index);
+                double done = clock.Elapsed.TotalSeconds;
+                fromDue[index] = (done - dueAt) * 1000;
+                fromSend[index] = (done - sendAt) * 1000;
             }
-            await Task.WhenAll(inflight);
-        })));
+            catch (Grpc.Core.RpcException)
+            {
+                Interlocked.Increment(ref errors);
+                fromDue[index] = fromSend[index] = double.NaN;
+            }
+        }
+
+        // A thread of its own: a timer continuation would queue behind the answers the thread pool is handling.
+        var pacer = new Thread(() =>
+        {
+            int next = 0;
+            while (next < total)
+            {
+                double now = clock.Elapsed.TotalSeconds;
+                for (; next < total && next / rate <= now; next++)
+                {
+                    inflight[next] = Send(next, next / rate);
+                }
+                Thread.Sleep(1);
+            }
+        }) { IsBackground = true, Name = "open-loop pacer", Priority = ThreadPriority.AboveNormal };
+        pacer.Start();
+        await Task.Run(pacer.Join);
+        await Task.WhenAll(inflight);
         double elapsed = clock.Elapsed.TotalSeconds;
-        return (Stats.Of([.. fromDue.SelectMany(l => l)], elapsed, errors), Stats.Of([.. fromSend.SelectMany(l => l)], elapsed, errors));
+        return (Stats.Of([.. fromDue.Where(double.IsFinite)], elapsed, errors), Stats.Of([.. fromSend.Where(double.IsFinite)], elapsed, errors));
     }
 }
