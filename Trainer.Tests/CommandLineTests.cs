@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
 using Retrieval.Core.Artifact;
+using Retrieval.Trainer.Cli;
+using Retrieval.Trainer.Training;
 
 namespace Retrieval.Trainer.Tests;
 
@@ -132,5 +134,39 @@ public class CommandLineTests(SampleData sample) : IClassFixture<SampleData>
         {
             Assert.Contains(command, run.Output);
         }
+    }
+}
+
+public class AblationConfigurationTests
+{
+    private static (TrainingOptionSet Set, System.CommandLine.ParseResult CommandLine) Parse(params string[] args)
+    {
+        var set = new TrainingOptionSet();
+        var command = new System.CommandLine.RootCommand();
+        set.AddTo(command, includeQueryFeatures: false);
+        return (set, command.Parse(args));
+    }
+
+    [Fact]
+    public void DefaultRows_HoldTheTutorial_AndTheBestConfigurationTheDemoTrains()
+    {
+        var (set, commandLine) = Parse();
+        var rows = TrainerCommands.ParseConfigurations(TrainerCommands.DefaultConfigurations, set, commandLine);
+        Assert.Equal(["user_id", "user_id,timestamp", "user_id", "user_id,history", "user_id,timestamp,history", "user_id,timestamp,history,demographics"],
+            rows.Select(r => r.FeatureSetName));
+        Assert.Equal("", rows[1].DescribeChanges());
+        Assert.Equal(TrainingOptions.Best.ToJson().ToJsonString(), rows[4].ToJson().ToJsonString());
+    }
+
+    [Fact]
+    public void RowOptions_WinOverTheCommandLine_AndTheRestComeFromIt()
+    {
+        var (set, commandLine) = Parse("--epochs", "7", "--batch-size", "512");
+        var rows = TrainerCommands.ParseConfigurations("user_id; user_id,timestamp --epochs 2 --logq-correction", set, commandLine);
+        Assert.Equal((7, 512, false), (rows[0].Epochs, rows[0].BatchSize, rows[0].LogQCorrection));
+        Assert.Equal((2, 512, true), (rows[1].Epochs, rows[1].BatchSize, rows[1].LogQCorrection));
+        Assert.Equal("log-Q; 2 epochs", rows[1].DescribeChanges(rows[0]));
+        var error = Assert.Throws<ArgumentException>(() => TrainerCommands.ParseConfigurations("user_id --softmax sideways", set, commandLine));
+        Assert.Contains("row 'user_id --softmax sideways'", error.Message);
     }
 }

@@ -65,7 +65,8 @@ public static class DemoCommand
         Action<string> log, CancellationToken ct)
     {
         var dataset = MovieLensLoader.Load(await FindData(dataDir, noDownload, log, ct), log);
-        var options = new TrainingOptions { QueryFeatures = FeatureCatalog.ParseQuery("user_id,timestamp") };
+        var options = TrainingOptions.Best;
+        log($"Training the best configuration ({options.FeatureSetName}; {options.DescribeChanges()})");
         var device = DeviceSelector.Select(options.Device, 0, log);
         using (var run = TrainRun.Execute(TrainingData.Prepare(dataset, options), options, device, evaluateTrain: false, log, ct))
         {
