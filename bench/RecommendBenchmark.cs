@@ -282,7 +282,8 @@ public static class RecommendBenchmark
                 }
                 Thread.Sleep(1);
             }
-        }) { IsBackground = true, Name = "open-loop pacer", Priority = ThreadPriority.AboveNormal };
+        })
+        { IsBackground = true, Name = "open-loop pacer", Priority = ThreadPriority.AboveNormal };
         pacer.Start();
         await Task.Run(pacer.Join);
         await Task.WhenAll(inflight);
