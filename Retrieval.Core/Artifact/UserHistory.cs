@@ -70,20 +70,7 @@ public sealed class UserHistory
             return default;
         }
         var times = _times.AsSpan(_timeOffsets[u], _timeOffsets[u + 1] - _timeOffsets[u]);
-        int lo = 0, hi = times.Length;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (times[mid] < at)
-            {
-                lo = mid + 1;
-            }
-            else
-            {
-                hi = mid;
-            }
-        }
-        return new UserActivity(lo, times[0]);
+        return new UserActivity(SortedSearch.CountBelow<long>(times, at), times[0]);
     }
 
     /// <summary>Builds the history from ratings: each user's movies sorted and distinct, each user's rating times sorted.</summary>

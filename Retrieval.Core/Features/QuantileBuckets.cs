@@ -39,23 +39,7 @@ public sealed class QuantileBuckets(double[] boundaries)
         return new QuantileBuckets([.. boundaries]);
     }
 
-    public int Bucket(double value)
-    {
-        int lo = 0, hi = Boundaries.Length;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (Boundaries[mid] <= value)
-            {
-                lo = mid + 1;
-            }
-            else
-            {
-                hi = mid;
-            }
-        }
-        return lo + 1;
-    }
+    public int Bucket(double value) => SortedSearch.CountAtMost<double>(Boundaries, value) + 1;
 
     public JsonArray ToJson() => new([.. Boundaries.Select(b => JsonValue.Create(b))]);
 

@@ -53,25 +53,8 @@ public sealed class TimestampBuckets(float[] boundaries) : Feature<QueryInput>
         return b;
     }
 
-    public int Bucket(long timestamp)
-    {
-        float value = timestamp;
-        // Upper bound: first boundary strictly greater than the value.
-        int lo = 0, hi = Boundaries.Length;
-        while (lo < hi)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (Boundaries[mid] <= value)
-            {
-                lo = mid + 1;
-            }
-            else
-            {
-                hi = mid;
-            }
-        }
-        return lo;
-    }
+    /// <summary>Upper bound: the number of boundaries &lt;= the value, compared as float32.</summary>
+    public int Bucket(long timestamp) => SortedSearch.CountAtMost<float>(Boundaries, timestamp);
 
     public override void Encode(QueryInput input, Span<int> indices, Span<float> values) => indices[0] = Bucket(input.Timestamp);
 
