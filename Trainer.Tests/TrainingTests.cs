@@ -106,6 +106,7 @@ public class TrainingTests(SampleData sample) : IClassFixture<SampleData>
         var scores = run.Training.ValidationTop100;
         Assert.InRange(chosen, 1, 6);
         Assert.Equal(scores.Max(), scores[chosen - 1]);
+        Assert.Equal(chosen, run.TrainingJson()["chosenEpochs"]!.GetValue<int>()); // recorded in the manifest
         Assert.True(scores.Count == 6 || scores.Count == chosen + 1, $"stops one epoch after the best ({scores.Count} epochs for best {chosen})");
         if (refit)
         {

@@ -119,6 +119,8 @@ public static class TrainerCommands
                     ["eval_s"] = Math.Round(run.EvalSeconds, 3),
                     ["test"] = Metrics(run.Test),
                     ["train"] = run.Train is null ? null : Metrics(run.Train),
+                    ["chosen_epochs"] = run.Training.ChosenEpochs,
+                    ["test_new_users"] = run.ByUser is null ? null : Metrics(run.ByUser.New),
                     ["version"] = version,
                 };
                 Console.WriteLine(summary.ToJsonString());

@@ -31,7 +31,7 @@ public static class ArtifactExport
                 Users = dataset.Ratings.UserIds.Distinct().Count(),
                 Movies = movies.Count,
             },
-            Training = run.Options.ToJson(),
+            Training = run.TrainingJson(),
             Metrics = run.Metrics(),
             PopularMovieIds = run.Data.PopularMovieIds(1000),
         };

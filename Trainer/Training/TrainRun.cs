@@ -133,6 +133,18 @@ public sealed class TrainRun : IDisposable
         }
     }
 
+    /// <summary>The options as trained, with the epoch count and validation curve early stopping chose, when it did.</summary>
+    public System.Text.Json.Nodes.JsonObject TrainingJson()
+    {
+        var json = Options.ToJson();
+        if (Training.ChosenEpochs is { } chosen)
+        {
+            json["chosenEpochs"] = chosen;
+            json["validationTop100"] = new System.Text.Json.Nodes.JsonArray([.. Training.ValidationTop100.Select(v => System.Text.Json.Nodes.JsonValue.Create(Math.Round(v, 6)))]);
+        }
+        return json;
+    }
+
     public Dictionary<string, Dictionary<string, double>> Metrics()
     {
         var metrics = new Dictionary<string, Dictionary<string, double>> { ["test"] = Test.ToNamed() };
