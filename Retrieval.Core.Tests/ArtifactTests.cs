@@ -15,7 +15,7 @@ public class ArtifactTests
     ];
 
     /// <summary>A small model with every feature kind, written as a version folder.</summary>
-    internal static void WriteModel(string directory, string version = "v1", int seed = 1)
+    internal static void WriteModel(string directory, string version = "v1", int seed = 1, float? candidateValue5 = null)
     {
         var rng = new Random(seed);
         float[] Random(int n) => [.. Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5))];
@@ -33,6 +33,10 @@ public class ArtifactTests
         var query = Build(qf);
         var candidate = Build(cf);
         var embeddings = Catalogue.SelectMany(candidate.Embed).ToArray();
+        if (candidateValue5 is { } value)
+        {
+            embeddings[5] = value;
+        }
         var manifest = new ModelManifest { ModelVersion = version, CreatedUtc = DateTimeOffset.UtcNow, PopularMovieIds = [20, 10, 30] };
         ModelArtifact.Write(directory, manifest, query, candidate, Catalogue, embeddings);
     }
@@ -103,6 +107,15 @@ public class ArtifactTests
         Assert.Contains("missing", Assert.Throws<ModelArtifactException>(() => ModelArtifact.Load(dir.Path)).Message);
         File.Delete(Path.Combine(dir.Path, ModelManifest.FileName));
         Assert.Contains("manifest.json", Assert.Throws<ModelArtifactException>(() => ModelArtifact.Load(dir.Path)).Message);
+    }
+
+    [Fact]
+    public void Artifact_WithANonFiniteCandidateEmbedding_IsRefusedNamingTheRow()
+    {
+        using var dir = new TempDirectory();
+        WriteModel(dir.Path, candidateValue5: float.NaN); // checksums match: the writer hashed the bad values
+        var error = Assert.Throws<ModelArtifactException>(() => ModelArtifact.Load(dir.Path));
+        Assert.Contains("NaN or infinite values (row 1)", error.Message); // value 5 of 4-value rows
     }
 
     [Fact]

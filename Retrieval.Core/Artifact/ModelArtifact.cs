@@ -103,10 +103,20 @@ public sealed class ModelArtifact : IDisposable
         }
 
         var catalogue = ReadCatalogue(Path.Combine(directory, CatalogueFile));
-        var tensors = SafeTensors.Read(Path.Combine(directory, CandidatesFile));
-        var embeddings = tensors.GetValueOrDefault("embeddings") ?? throw new InvalidDataException($"{CandidatesFile} has no 'embeddings'");
-        var ids = tensors.GetValueOrDefault("movie_ids")?.Ints ?? throw new InvalidDataException($"{CandidatesFile} has no I32 'movie_ids'");
-        var data = embeddings.RequireFloats(manifest.Candidates, manifest.OutputDim);
+        // The embeddings stream straight into the search matrix: a large catalogue is never held twice.
+        var candidatesPath = Path.Combine(directory, CandidatesFile);
+        var (dataStart, entries) = SafeTensors.ReadHeader(candidatesPath);
+        var embeddings = entries.GetValueOrDefault("embeddings") ?? throw new InvalidDataException($"{CandidatesFile} has no 'embeddings'");
+        if (embeddings.DType != "F32" || !embeddings.Shape.AsSpan().SequenceEqual([manifest.Candidates, manifest.OutputDim]))
+        {
+            throw new InvalidDataException(
+                $"tensor 'embeddings' is {embeddings.DType}[{string.Join(',', embeddings.Shape)}], expected F32[{manifest.Candidates},{manifest.OutputDim}]");
+        }
+        var ids = entries.TryGetValue("movie_ids", out var idEntry) ? SafeTensors.ReadTensor(candidatesPath, dataStart, idEntry).Ints : null;
+        if (ids is null)
+        {
+            throw new InvalidDataException($"{CandidatesFile} has no I32 'movie_ids'");
+        }
         if (ids.Length != manifest.Candidates || catalogue.Count != manifest.Candidates)
         {
             throw new InvalidDataException($"{manifest.Candidates} candidates in the manifest, {ids.Length} ids and {catalogue.Count} catalogue rows");
@@ -118,19 +128,32 @@ public sealed class ModelArtifact : IDisposable
                 throw new InvalidDataException($"candidate row {i} has movie id {ids[i]} but catalogue row {i} is movie {catalogue[i].Id}");
             }
         }
-        foreach (var v in data)
-        {
-            if (!float.IsFinite(v))
-            {
-                throw new InvalidDataException("the candidate embeddings contain NaN or infinite values");
-            }
-        }
         var history = manifest.Files.ContainsKey(UserHistory.File) ? UserHistory.Read(directory) : UserHistory.Empty;
         if (manifest.PopularMovieCounts.Length != 0 && manifest.PopularMovieCounts.Length != manifest.PopularMovieIds.Length)
         {
             throw new InvalidDataException($"{manifest.PopularMovieIds.Length} popular movie ids but {manifest.PopularMovieCounts.Length} counts");
         }
-        return new ModelArtifact(directory, manifest, query, candidate, catalogue, new CandidateMatrix(data, manifest.OutputDim, ids), history);
+        var matrix = new CandidateMatrix(manifest.OutputDim, ids);
+        try
+        {
+            SafeTensors.ReadRows(candidatesPath, dataStart, embeddings, manifest.OutputDim, (row, values) =>
+            {
+                foreach (var v in values)
+                {
+                    if (!float.IsFinite(v))
+                    {
+                        throw new InvalidDataException($"the candidate embeddings contain NaN or infinite values (row {row})");
+                    }
+                }
+                matrix.WriteRow(row, values);
+            });
+        }
+        catch
+        {
+            matrix.Dispose();
+            throw;
+        }
+        return new ModelArtifact(directory, manifest, query, candidate, catalogue, matrix, history);
     }
 
     private static void VerifyFile(string directory, string file, FileEntry entry)

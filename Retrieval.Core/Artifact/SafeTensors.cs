@@ -37,6 +37,12 @@ public sealed record NamedTensor(string Name, int[] Shape, float[]? Floats = nul
     }
 }
 
+/// <summary>One tensor of a safetensors header: its byte range relative to the start of the data.</summary>
+public sealed record TensorEntry(string Name, string DType, int[] Shape, long Begin, long End)
+{
+    public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
+}
+
 /// <summary>
 /// The safetensors format (8-byte little-endian header length, a JSON header of dtype/shape/offsets, then
 /// the raw little-endian data), so Python tools read the weights too. F32, I32 and I64 only.
@@ -95,29 +101,89 @@ public static class SafeTensors
         stream.Flush(flushToDisk: true);
     }
 
+    /// <summary>Every tensor of the file, read into managed arrays.</summary>
     public static Dictionary<string, NamedTensor> Read(string path)
     {
-        var bytes = File.ReadAllBytes(path);
-        if (bytes.Length < 8)
+        var (dataStart, entries) = ReadHeader(path);
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        return entries.Values.ToDictionary(e => e.Name, e => ReadTensor(stream, dataStart, e), StringComparer.Ordinal);
+    }
+
+    /// <summary>One tensor of the file, read into a managed array.</summary>
+    public static NamedTensor ReadTensor(string path, long dataStart, TensorEntry entry)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        return ReadTensor(stream, dataStart, entry);
+    }
+
+    private static NamedTensor ReadTensor(FileStream stream, long dataStart, TensorEntry entry)
+    {
+        var bytes = new byte[entry.End - entry.Begin];
+        stream.Position = dataStart + entry.Begin;
+        stream.ReadExactly(bytes);
+        return entry.DType switch
+        {
+            "F32" => NamedTensor.Of(entry.Name, MemoryMarshal.Cast<byte, float>(bytes.AsSpan()).ToArray(), entry.Shape),
+            "I32" => NamedTensor.Of(entry.Name, MemoryMarshal.Cast<byte, int>(bytes.AsSpan()).ToArray(), entry.Shape),
+            _ => NamedTensor.Of(entry.Name, MemoryMarshal.Cast<byte, long>(bytes.AsSpan()).ToArray(), entry.Shape),
+        };
+    }
+
+    /// <summary>
+    /// Streams an F32 tensor's rows of <paramref name="rowLength"/> values to <paramref name="onRow"/>, through one
+    /// small buffer, so that a catalogue of any size is never held twice while loading.
+    /// </summary>
+    public static void ReadRows(string path, long dataStart, TensorEntry entry, int rowLength, Action<int, ReadOnlySpan<float>> onRow)
+    {
+        if (entry.DType != "F32" || entry.Elements % rowLength != 0)
+        {
+            throw new InvalidDataException($"{path}: tensor '{entry.Name}' is {entry.DType}[{string.Join(',', entry.Shape)}], not F32 rows of {rowLength}");
+        }
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16) { Position = dataStart + entry.Begin };
+        int rowsPerChunk = Math.Max(1, (1 << 20) / (rowLength * sizeof(float)));
+        var buffer = new float[rowsPerChunk * rowLength];
+        long rows = entry.Elements / rowLength;
+        for (long row = 0; row < rows; row += rowsPerChunk)
+        {
+            int count = (int)Math.Min(rowsPerChunk, rows - row);
+            var chunk = buffer.AsSpan(0, count * rowLength);
+            stream.ReadExactly(MemoryMarshal.AsBytes(chunk));
+            for (int r = 0; r < count; r++)
+            {
+                onRow((int)(row + r), chunk.Slice(r * rowLength, rowLength));
+            }
+        }
+    }
+
+    /// <summary>The header: where the data starts, and each tensor's dtype, shape and byte range, checked against the file.</summary>
+    public static (long DataStart, Dictionary<string, TensorEntry> Entries) ReadHeader(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        long fileLength = stream.Length;
+        if (fileLength < 8)
         {
             throw new InvalidDataException($"{path}: too short for a safetensors file");
         }
-        ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
-        if (headerLength > (ulong)(bytes.Length - 8))
+        Span<byte> prefix = stackalloc byte[8];
+        stream.ReadExactly(prefix);
+        ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(prefix);
+        if (headerLength > (ulong)(fileLength - 8) || headerLength > int.MaxValue)
         {
-            throw new InvalidDataException($"{path}: header length {headerLength} exceeds the file ({bytes.Length} bytes); truncated?");
+            throw new InvalidDataException($"{path}: header length {headerLength} exceeds the file ({fileLength} bytes); truncated?");
         }
+        var headerBytes = new byte[headerLength];
+        stream.ReadExactly(headerBytes);
         JsonObject header;
         try
         {
-            header = JsonNode.Parse(bytes.AsSpan(8, (int)headerLength))!.AsObject();
+            header = JsonNode.Parse(headerBytes)!.AsObject();
         }
         catch (JsonException e)
         {
             throw new InvalidDataException($"{path}: the header is not valid JSON ({e.Message})");
         }
-        int dataStart = 8 + (int)headerLength;
-        var result = new Dictionary<string, NamedTensor>(StringComparer.Ordinal);
+        long dataStart = 8 + (long)headerLength;
+        var entries = new Dictionary<string, TensorEntry>(StringComparer.Ordinal);
         foreach (var (name, node) in header)
         {
             if (name == "__metadata__")
@@ -135,18 +201,12 @@ public static class SafeTensors
                 "I64" => 8,
                 _ => throw new InvalidDataException($"{path}: tensor '{name}' has dtype {dtype}; only F32, I32 and I64 are read"),
             };
-            if (offsets[1] - offsets[0] != elements * size || dataStart + offsets[1] > bytes.Length)
+            if (offsets.Length != 2 || offsets[0] < 0 || offsets[1] - offsets[0] != elements * size || dataStart + offsets[1] > fileLength)
             {
-                throw new InvalidDataException($"{path}: tensor '{name}' has offsets [{offsets[0]}, {offsets[1]}] that do not fit its shape or the file; truncated?");
+                throw new InvalidDataException($"{path}: tensor '{name}' has offsets [{string.Join(", ", offsets)}] that do not fit its shape or the file; truncated?");
             }
-            var span = bytes.AsSpan(dataStart + (int)offsets[0], (int)(elements * size));
-            result[name] = dtype switch
-            {
-                "F32" => NamedTensor.Of(name, MemoryMarshal.Cast<byte, float>(span).ToArray(), shape),
-                "I32" => NamedTensor.Of(name, MemoryMarshal.Cast<byte, int>(span).ToArray(), shape),
-                _ => NamedTensor.Of(name, MemoryMarshal.Cast<byte, long>(span).ToArray(), shape),
-            };
+            entries[name] = new TensorEntry(name, dtype, shape, offsets[0], offsets[1]);
         }
-        return result;
+        return (dataStart, entries);
     }
 }
