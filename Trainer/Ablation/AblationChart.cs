@@ -39,7 +39,7 @@ public static class AblationChart
         plot.Axes.Margins(bottom: 0);
         plot.Title($"Test top-k accuracy ({split} split, FactorizedTopK over the whole catalogue)");
         plot.YLabel("accuracy");
-        plot.ShowLegend(Alignment.UpperLeft);
-        plot.SavePng(path, 1200, 640);
+        plot.ShowLegend(Edge.Bottom); // outside the data area: long configuration labels must not hide the bars
+        plot.SavePng(path, 1200, 620 + 24 * rows.Count);
     }
 }
