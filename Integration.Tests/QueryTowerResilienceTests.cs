@@ -32,6 +32,14 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
             using var artifact = Retrieval.Core.Artifact.ModelArtifact.Load(new Retrieval.Core.Artifact.ModelRepository(models).VersionDirectory(version));
             Assert.Equal(artifact.Manifest.PopularMovieIds.Take(10), answer.Movies.Select(m => m.MovieId));
         }
+        // The streaming variant degrades the same way: one message, the popularity list.
+        var streamed = new List<Retrieval.V1.RecommendResponse>();
+        await foreach (var message in client.RecommendStreamAsync(new Retrieval.V1.QueryContext { UserId = "1" }, 10, deadline: DateTime.UtcNow.AddMilliseconds(800)))
+        {
+            streamed.Add(message);
+        }
+        Assert.True(Assert.Single(streamed).Degraded);
+        Assert.Equal(10, streamed[0].Movies.Count);
 
         pair.Candidate.Restart();
         await pair.Candidate.WaitForHealthAsync();

@@ -166,6 +166,42 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
     }
 
     [Fact]
+    public async Task RecommendStream_PassesTheCandidateStreamThroughInChunks_AndEqualsRecommend()
+    {
+        string user = fixture.Models.Dataset.Ratings.UserIds[11];
+        var at = DateTimeOffset.FromUnixTimeSeconds(fixture.Models.Dataset.Ratings.Timestamps[11]);
+        var context = new QueryContext { UserId = user, Timestamp = Timestamp.FromDateTimeOffset(at) };
+        var whole = await fixture.Client.RecommendAsync(context, 250, excludeMovieIds: [FirstMovie()]);
+        var messages = new List<RecommendResponse>();
+        await foreach (var message in fixture.Client.RecommendStreamAsync(context, 250, excludeMovieIds: [FirstMovie()]))
+        {
+            messages.Add(message);
+        }
+        Assert.True(messages.Count >= 3, $"250 movies in chunks of 100 come in several messages, got {messages.Count}");
+        Assert.All(messages, m => Assert.Equal(fixture.Models.Version, m.ModelVersion));
+        Assert.All(messages, m => Assert.False(m.Degraded));
+        var streamed = messages.SelectMany(m => m.Movies).ToList();
+        Assert.Equal(whole.Movies.Select(m => m.MovieId), streamed.Select(m => m.MovieId));
+        Assert.Equal(Enumerable.Range(1, 250), streamed.Select(m => m.Rank));
+        Assert.DoesNotContain(FirstMovie(), streamed.Select(m => m.MovieId));
+
+        int FirstMovie() => fixture.Artifact.Catalogue[0].Id;
+    }
+
+    [Fact]
+    public async Task RecommendStream_BadInput_IsInvalidArgumentNamingTheField()
+    {
+        var error = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await foreach (var _ in fixture.Client.RecommendStreamAsync(new QueryContext { UserId = "1" }, k: 0))
+            {
+            }
+        });
+        Assert.Equal(StatusCode.InvalidArgument, error.StatusCode);
+        Assert.Contains("k must be between 1 and 1000, got 0", error.Status.Detail);
+    }
+
+    [Fact]
     public async Task Ping_GoesThroughToTheCandidateTower()
     {
         var reply = await Raw.PingAsync(new PingRequest { Payload = "hello" });

@@ -116,6 +116,33 @@ public sealed class RetrievalClient : IDisposable
         return _client.RecommendAsync(request, Options(deadline, cancellationToken)).ResponseAsync;
     }
 
+    /// <summary>
+    /// Recommend as a stream: the movies arrive in chunks as the candidate tower finds them (ranks continue across
+    /// messages; each carries the model version). A degraded answer arrives as one message.
+    /// </summary>
+    /// <param name="context">Who and when, and optionally demographics and rating activity.</param>
+    /// <param name="k">How many movies in all.</param>
+    /// <param name="excludeMovieIds">Movie ids to leave out.</param>
+    /// <param name="excludeRated">Leave out the movies the user rated in the training data.</param>
+    /// <param name="deadline">Overrides the default deadline of this client.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when the stream broke midway.</exception>
+    public async IAsyncEnumerable<RecommendResponse> RecommendStreamAsync(QueryContext context, int k = 10,
+        IEnumerable<int>? excludeMovieIds = null, bool excludeRated = false, DateTime? deadline = null,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var request = new RecommendRequest { Context = context, K = k, ExcludeRated = excludeRated };
+        if (excludeMovieIds is not null)
+        {
+            request.ExcludeMovieIds.AddRange(excludeMovieIds);
+        }
+        using var call = _client.RecommendStream(request, Options(deadline, cancellationToken));
+        while (await call.ResponseStream.MoveNext(cancellationToken).ConfigureAwait(false))
+        {
+            yield return call.ResponseStream.Current;
+        }
+    }
+
     /// <summary>The query embedding of a user at a time (default now), with the model version that computed it.</summary>
     /// <param name="userId">The user id of the training data.</param>
     /// <param name="at">When; null means now.</param>

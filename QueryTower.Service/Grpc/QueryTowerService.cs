@@ -21,32 +21,14 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
 
     public override async Task<RecommendResponse> Recommend(RecommendRequest request, ServerCallContext context)
     {
-        var input = Validate(request.Context, "context.");
-        if (request.K < 1 || request.K > _options.MaxK)
-        {
-            throw Invalid($"k must be between 1 and {_options.MaxK}, got {request.K}");
-        }
-        if (request.ExcludeMovieIds.Count > _options.MaxExclusions)
-        {
-            throw Invalid($"exclude_movie_ids has {request.ExcludeMovieIds.Count} ids; at most {_options.MaxExclusions}");
-        }
+        var input = ValidateRecommend(request);
         var deadline = Deadline(context);
         var searchDeadline = deadline - TimeSpan.FromMilliseconds(_options.FallbackReserveMs);
         var lease = Acquire();
         try
         {
             var (embedding, known) = Embed(lease.Model, input);
-            var excluded = new HashSet<int>(request.ExcludeMovieIds);
-            if (request.ExcludeRated)
-            {
-                foreach (var id in lease.Artifact.History.RatedBy(input.UserId))
-                {
-                    excluded.Add(id);
-                }
-            }
-            // The candidate tower takes at most its cap of exclusions; the rest are filtered here after over-fetching.
-            var sent = excluded.Take(_candidateExclusionCap).ToList();
-            int fetch = Math.Min(_options.MaxK, request.K + (excluded.Count - sent.Count));
+            var (excluded, sent, fetch) = Exclusions(request, lease, input);
             var outcome = await search.TopKAsync(embedding, lease.Model.Version, fetch, sent, searchDeadline, context.CancellationToken);
 
             if (outcome.Failure == SearchFailure.VersionNotLoaded)
@@ -105,6 +87,104 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
         {
             lease.Dispose();
         }
+    }
+
+    /// <summary>
+    /// Recommend as a stream: the candidate tower's TopK stream passes through chunk by chunk, less exclusions, ranks
+    /// continuing. A degraded answer (candidate tower unavailable before any result) is one message; a version mismatch
+    /// is answered as Recommend does and sent as one message; a stream that breaks after results were sent ends with
+    /// UNAVAILABLE, since what was sent cannot be taken back.
+    /// </summary>
+    public override async Task RecommendStream(RecommendRequest request, IServerStreamWriter<RecommendResponse> responseStream, ServerCallContext context)
+    {
+        var input = ValidateRecommend(request);
+        var searchDeadline = Deadline(context) - TimeSpan.FromMilliseconds(_options.FallbackReserveMs);
+        using var lease = Acquire();
+        var (embedding, known) = Embed(lease.Model, input);
+        var (excluded, sent, fetch) = Exclusions(request, lease, input);
+        var (stream, outcome) = await search.OpenTopKStreamAsync(embedding, lease.Model.Version, fetch, sent, searchDeadline, context.CancellationToken);
+        if (stream is null)
+        {
+            if (outcome.Failure == SearchFailure.VersionNotLoaded)
+            {
+                await responseStream.WriteAsync(await Recommend(request, context));
+                return;
+            }
+            metrics.Degraded(outcome.Reason);
+            log.LogWarning("RecommendStream degraded for user {User}: {Reason}", input.UserId, outcome.Reason);
+            var degraded = new RecommendResponse { ModelVersion = lease.Model.Version, KnownUser = known, Degraded = true, DegradedReason = outcome.Reason };
+            degraded.Movies.AddRange(PopularFallback(lease.Model, request.K, excluded));
+            await responseStream.WriteAsync(degraded);
+            return;
+        }
+        using (stream)
+        {
+            int rank = 0;
+            bool wrote = false;
+            var chunk = stream.First;
+            while (true)
+            {
+                var message = new RecommendResponse { ModelVersion = lease.Model.Version, KnownUser = known };
+                foreach (var movie in chunk.Results)
+                {
+                    if (rank < request.K && !excluded.Contains(movie.MovieId))
+                    {
+                        message.Movies.Add(new ScoredMovie(movie) { Rank = ++rank });
+                    }
+                }
+                if (message.Movies.Count > 0 || !wrote)
+                {
+                    await responseStream.WriteAsync(message);
+                    wrote = true;
+                }
+                bool more;
+                try
+                {
+                    more = rank < request.K && await stream.Rest.MoveNext(context.CancellationToken);
+                }
+                catch (RpcException e) when (e.StatusCode != StatusCode.Cancelled)
+                {
+                    throw new RpcException(new Status(StatusCode.Unavailable, $"the candidate tower's stream broke after {rank} movies ({e.StatusCode})"));
+                }
+                if (!more)
+                {
+                    return;
+                }
+                chunk = stream.Rest.Current;
+            }
+        }
+    }
+
+    private RequestInput ValidateRecommend(RecommendRequest request)
+    {
+        var input = Validate(request.Context, "context.");
+        if (request.K < 1 || request.K > _options.MaxK)
+        {
+            throw Invalid($"k must be between 1 and {_options.MaxK}, got {request.K}");
+        }
+        if (request.ExcludeMovieIds.Count > _options.MaxExclusions)
+        {
+            throw Invalid($"exclude_movie_ids has {request.ExcludeMovieIds.Count} ids; at most {_options.MaxExclusions}");
+        }
+        return input;
+    }
+
+    /// <summary>
+    /// The movies to leave out (the request's, and the user's rated ones when asked), the ones the candidate tower is
+    /// sent (at most its cap; the rest are filtered here), and how many to fetch so that K remain after filtering.
+    /// </summary>
+    private (HashSet<int> Excluded, List<int> Sent, int Fetch) Exclusions(RecommendRequest request, ModelLease lease, RequestInput input)
+    {
+        var excluded = new HashSet<int>(request.ExcludeMovieIds);
+        if (request.ExcludeRated)
+        {
+            foreach (var id in lease.Artifact.History.RatedBy(input.UserId))
+            {
+                excluded.Add(id);
+            }
+        }
+        var sent = excluded.Take(_candidateExclusionCap).ToList();
+        return (excluded, sent, Math.Min(_options.MaxK, request.K + (excluded.Count - sent.Count)));
     }
 
     public override Task<EmbedResponse> Embed(EmbedRequest request, ServerCallContext context)

@@ -20,6 +20,14 @@ public enum SearchFailure
     Unavailable,
 }
 
+/// <summary>An open TopK stream of the candidate tower: its first message, read, and the call to read the rest from.</summary>
+public sealed class CandidateStream(AsyncServerStreamingCall<TopKResponse> call, TopKResponse first) : IDisposable
+{
+    public TopKResponse First { get; } = first;
+    public IAsyncStreamReader<TopKResponse> Rest => call.ResponseStream;
+    public void Dispose() => call.Dispose();
+}
+
 /// <summary>A candidate search's answer, or why there is none.</summary>
 public sealed record SearchOutcome(IReadOnlyList<ScoredMovie> Movies, string Version, SearchFailure Failure, string Reason);
 
@@ -101,26 +109,80 @@ public sealed class CandidateSearch
                 }
             }, cancellation);
         }
-        catch (RpcException e) when (e.StatusCode == StatusCode.FailedPrecondition)
+        catch (Exception e) when (Failure(e, version, cancellation) is { } failure)
         {
-            return new SearchOutcome([], version, SearchFailure.VersionNotLoaded, e.Status.Detail);
+            return failure;
         }
-        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+    }
+
+    /// <summary>
+    /// Opens the candidate tower's TopK stream and reads its first message inside the pipeline (so a failure before
+    /// any result is retried, timed and counted by the breaker like a unary call); the caller reads the rest of the
+    /// stream, which nothing can retry once results have been passed on. Dispose the returned stream.
+    /// </summary>
+    public async Task<(CandidateStream? Stream, SearchOutcome Outcome)> OpenTopKStreamAsync(float[] embedding, string version, int k,
+        IEnumerable<int> exclude, DateTime deadline, CancellationToken cancellation)
+    {
+        var request = new TopKRequest { K = k, ModelVersion = version };
+        request.Embedding.AddRange(embedding);
+        request.ExcludeMovieIds.AddRange(exclude);
+        try
+        {
+            var stream = await _pipeline.ExecuteAsync(async ct =>
+            {
+                var call = _client.TopK(request, deadline: deadline, cancellationToken: cancellation);
+                try
+                {
+                    // The per-attempt timeout cancels only this first read; the open stream keeps the caller's cancellation.
+                    if (!await call.ResponseStream.MoveNext(ct))
+                    {
+                        throw new RpcException(new Status(StatusCode.Internal, "the candidate tower's stream ended without a message"));
+                    }
+                    return new CandidateStream(call, call.ResponseStream.Current);
+                }
+                catch (Exception e) when (ct.IsCancellationRequested && e is RpcException or OperationCanceledException)
+                {
+                    call.Dispose();
+                    throw new OperationCanceledException(e.Message, e, ct);
+                }
+                catch
+                {
+                    call.Dispose();
+                    throw;
+                }
+            }, cancellation);
+            return (stream, new SearchOutcome([], stream.First.ModelVersion, SearchFailure.None, ""));
+        }
+        catch (Exception e) when (Failure(e, version, cancellation) is { } failure)
+        {
+            return (null, failure);
+        }
+    }
+
+    /// <summary>What a failed candidate call means for the answer; rethrows a cancellation by the caller.</summary>
+    private SearchOutcome? Failure(Exception e, string version, CancellationToken cancellation)
+    {
+        if (e is RpcException { StatusCode: StatusCode.FailedPrecondition } mismatch)
+        {
+            return new SearchOutcome([], version, SearchFailure.VersionNotLoaded, mismatch.Status.Detail);
+        }
+        if (e is OperationCanceledException && cancellation.IsCancellationRequested)
         {
             throw new RpcException(new Status(StatusCode.Cancelled, "the caller cancelled")); // nothing to answer
         }
-        catch (Exception e) when (e is RpcException or TimeoutRejectedException or BrokenCircuitException or OperationCanceledException)
+        if (e is not (RpcException or TimeoutRejectedException or BrokenCircuitException or OperationCanceledException))
         {
-            string reason = e switch
-            {
-                BrokenCircuitException => "candidate tower circuit open",
-                TimeoutRejectedException => "candidate tower timed out",
-                RpcException r => $"candidate tower {r.StatusCode}",
-                _ => "candidate tower call cancelled",
-            };
-            _log.LogDebug("Candidate search failed: {Reason}", reason);
-            return new SearchOutcome([], version, SearchFailure.Unavailable, reason);
+            return null;
         }
+        string reason = e switch
+        {
+            BrokenCircuitException => "candidate tower circuit open",
+            TimeoutRejectedException => "candidate tower timed out",
+            RpcException r => $"candidate tower {r.StatusCode}",
+            _ => "candidate tower call cancelled",
+        };
+        _log.LogDebug("Candidate search failed: {Reason}", reason);
+        return new SearchOutcome([], version, SearchFailure.Unavailable, reason);
     }
 
     /// <summary>The versions the candidate tower holds (newest current first), or empty when it cannot say.</summary>
