@@ -1,5 +1,7 @@
+using System.Text.Json.Nodes;
 using Retrieval.Core.Data;
 using Retrieval.Core.Search;
+using static TorchSharp.torch;
 
 namespace Retrieval.Trainer.Training;
 
@@ -77,7 +79,7 @@ public sealed class TrainRun : IDisposable
         var fitting = TrainingData.Prepare(data.Dataset, options, inner);
         var model = new TwoTowerModel(fitting, options, device);
         var scores = new List<double>();
-        IReadOnlyList<TorchSharp.torch.Tensor>? best = null;
+        IReadOnlyList<Tensor>? best = null;
         int bestEpoch = 0;
         try
         {
@@ -125,7 +127,7 @@ public sealed class TrainRun : IDisposable
         }
     }
 
-    private static void DisposeAll(IReadOnlyList<TorchSharp.torch.Tensor>? tensors)
+    private static void DisposeAll(IReadOnlyList<Tensor>? tensors)
     {
         foreach (var t in tensors ?? [])
         {
@@ -134,13 +136,13 @@ public sealed class TrainRun : IDisposable
     }
 
     /// <summary>The options as trained, with the epoch count and validation curve early stopping chose, when it did.</summary>
-    public System.Text.Json.Nodes.JsonObject TrainingJson()
+    public JsonObject TrainingJson()
     {
         var json = Options.ToJson();
         if (Training.ChosenEpochs is { } chosen)
         {
             json["chosenEpochs"] = chosen;
-            json["validationTop100"] = new System.Text.Json.Nodes.JsonArray([.. Training.ValidationTop100.Select(v => System.Text.Json.Nodes.JsonValue.Create(Math.Round(v, 6)))]);
+            json["validationTop100"] = new JsonArray([.. Training.ValidationTop100.Select(v => JsonValue.Create(Math.Round(v, 6)))]);
         }
         return json;
     }
