@@ -76,12 +76,7 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
                 }
                 return response;
             }
-            metrics.Degraded(outcome.Reason);
-            log.LogWarning("Recommend degraded for user {User}: {Reason}", input.UserId, outcome.Reason);
-            response.Degraded = true;
-            response.DegradedReason = outcome.Reason;
-            response.Movies.AddRange(PopularFallback(lease.Model, request.K, excluded));
-            return response;
+            return Degrade(response, lease.Model, input, request.K, excluded, outcome.Reason);
         }
         finally
         {
@@ -110,11 +105,8 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
                 await responseStream.WriteAsync(await Recommend(request, context));
                 return;
             }
-            metrics.Degraded(outcome.Reason);
-            log.LogWarning("RecommendStream degraded for user {User}: {Reason}", input.UserId, outcome.Reason);
-            var degraded = new RecommendResponse { ModelVersion = lease.Model.Version, KnownUser = known, Degraded = true, DegradedReason = outcome.Reason };
-            degraded.Movies.AddRange(PopularFallback(lease.Model, request.K, excluded));
-            await responseStream.WriteAsync(degraded);
+            var response = new RecommendResponse { ModelVersion = lease.Model.Version, KnownUser = known };
+            await responseStream.WriteAsync(Degrade(response, lease.Model, input, request.K, excluded, outcome.Reason));
             return;
         }
         using (stream)
@@ -321,6 +313,17 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
     }
 
     private const int MaxDemographicLength = 64;
+
+    /// <summary>Fills the degraded answer (the popularity list, minus exclusions), counted and logged.</summary>
+    private RecommendResponse Degrade(RecommendResponse response, LoadedModel model, RequestInput input, int k, HashSet<int> excluded, string reason)
+    {
+        metrics.Degraded(reason);
+        log.LogWarning("Recommend degraded for user {User}: {Reason}", input.UserId, reason);
+        response.Degraded = true;
+        response.DegradedReason = reason;
+        response.Movies.AddRange(PopularFallback(model, k, excluded));
+        return response;
+    }
 
     /// <summary>The most popular movies of the model's training rows, minus exclusions: the degraded answer.</summary>
     private static IEnumerable<ScoredMovie> PopularFallback(LoadedModel model, int k, HashSet<int> excluded)
