@@ -49,7 +49,7 @@ public sealed class EncodedFeature<TInput>
 /// </summary>
 public sealed class TrainingData
 {
-    private TrainingData(MovieLensDataset dataset, Split split, UserHistory history, UserHistory activityLog,
+    private TrainingData(MovieLensDataset dataset, Split split, UserHistory history, UserHistory activityLog, QueryInput[] queries,
         IReadOnlyList<Feature<QueryInput>> queryFeatures, IReadOnlyList<Feature<Movie>> candidateFeatures)
     {
         Dataset = dataset;
@@ -59,7 +59,7 @@ public sealed class TrainingData
         QueryFeatures = queryFeatures;
         CandidateFeatures = candidateFeatures;
         MovieRows = dataset.MovieRows();
-        Query = [.. queryFeatures.Select(f => new EncodedFeature<QueryInput>(f, dataset.Ratings.Count, r => QueryOf(dataset, activityLog, r)))];
+        Query = [.. queryFeatures.Select(f => new EncodedFeature<QueryInput>(f, queries.Length, r => queries[r]))];
         Candidate = [.. candidateFeatures.Select(f => new EncodedFeature<Movie>(f, dataset.Movies.Count, r => dataset.Movies[r]))];
     }
 
@@ -92,10 +92,16 @@ public sealed class TrainingData
         var ratings = dataset.Ratings;
         var history = UserHistory.FromRatings(split.Train.Select(r => (ratings.UserIds[r], ratings.MovieIds[r], ratings.Timestamps[r])));
         var activityLog = ActivityLogOf(dataset);
-        var trainingQueries = split.Train.Select(r => QueryOf(dataset, activityLog, r)).ToArray();
+        // Every rating as a request carries it, built once for fitting and for every feature's encoding.
+        var queries = new QueryInput[ratings.Count];
+        for (int r = 0; r < queries.Length; r++)
+        {
+            queries[r] = QueryOf(dataset, activityLog, r);
+        }
+        var trainingQueries = split.Train.Select(r => queries[r]).ToArray();
         var queryFeatures = options.QueryFeatures.Select(n => FeatureCatalog.FitQuery(n, trainingQueries, options.Features)).ToList();
         var candidateFeatures = options.CandidateFeatures.Select(n => FeatureCatalog.FitCandidate(n, dataset.Movies, options.Features)).ToList();
-        return new TrainingData(dataset, split, history, activityLog, queryFeatures, candidateFeatures);
+        return new TrainingData(dataset, split, history, activityLog, queries, queryFeatures, candidateFeatures);
     }
 
     /// <summary>Every rating's user and time (the movie ids too, as the history type holds them; the features read only times).</summary>
