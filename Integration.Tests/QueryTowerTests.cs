@@ -72,6 +72,24 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
     }
 
     [Fact]
+    public async Task Recommend_WithInlineIOOnBothServices_AnswersTheSameAsWithout()
+    {
+        string[] inline = ["--Transport:InlineIO", "true"];
+        using var services = new ServingPair(fixture.Models.Models, inline, inline);
+        await services.WaitAsync();
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(services.Query.Address), Deadline = TimeSpan.FromSeconds(20) });
+        var ratings = fixture.Models.Dataset.Ratings;
+        // Concurrent calls, so continuations of several streams on one connection run on the epoll threads together.
+        var answers = await Task.WhenAll(Enumerable.Range(0, 16).Select(i =>
+            client.RecommendAsync(ratings.UserIds[i * 97], 10, DateTimeOffset.FromUnixTimeSeconds(ratings.Timestamps[i * 97]))));
+        for (int i = 0; i < answers.Length; i++)
+        {
+            Assert.False(answers[i].Degraded, answers[i].DegradedReason);
+            Assert.Equal(Offline(ratings.UserIds[i * 97], ratings.Timestamps[i * 97], 10), answers[i].Movies.Select(m => m.MovieId));
+        }
+    }
+
+    [Fact]
     public async Task Recommend_WithUnknownUser_UsesOutOfVocabularyEmbedding()
     {
         long at = fixture.Models.Dataset.Ratings.Timestamps[42];

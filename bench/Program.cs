@@ -38,25 +38,35 @@ var loadFractions = new Option<string>("--load-fractions")
     DefaultValueFactory = _ => "",
     HelpName = "LIST",
 };
-var inline = new Option<bool>("--inline-completions")
+var rates = new Option<string>("--rates")
 {
-    Description = "Start the services with DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 (fewer thread hops per call; see README)",
+    Description = "More open-loop phases at fixed requests/s, comma-separated (to compare settings or machines at the same load)",
+    DefaultValueFactory = _ => "",
+    HelpName = "LIST",
+};
+var inline = new Option<bool>("--inline-io", "--inline-completions")
+{
+    Description = "Start the services with Transport:InlineIO (socket I/O continuations on the epoll threads: fewer thread hops per call; see README)",
 };
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
 {
-    dataDir, recSeconds, callers, channels, rounds, loadFractions, inline,
+    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline,
 };
 recommend.SetAction(async (result, ct) =>
 {
-    var fractions = result.GetValue(loadFractions)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-        .Select(f => double.TryParse(f, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && v is > 0 and <= 2
-            ? v : throw new ArgumentException($"--load-fractions: '{f}' is not a fraction between 0 and 2")).ToList();
+    var fractions = Numbers(result.GetValue(loadFractions)!, "--load-fractions", "a fraction between 0 and 2", v => v is > 0 and <= 2);
+    var fixedRates = Numbers(result.GetValue(rates)!, "--rates", "a rate between 1 and 1,000,000 requests/s", v => v is >= 1 and <= 1_000_000);
     return Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds), Math.Max(1, result.GetValue(callers)),
-        Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline)), result.GetValue(json));
+        Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline), fixedRates), result.GetValue(json));
 });
 root.Subcommands.Add(recommend);
 
 return await root.Parse(args).InvokeAsync();
+
+static List<double> Numbers(string list, string option, string what, Func<double, bool> valid) =>
+    [.. list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        .Select(f => double.TryParse(f, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var v) && valid(v)
+            ? v : throw new ArgumentException($"{option}: '{f}' is not {what}"))];
 
 static int Report(JsonObject result, bool asJson)
 {

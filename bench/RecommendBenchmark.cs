@@ -23,26 +23,31 @@ namespace Retrieval.Bench;
 public static class RecommendBenchmark
 {
     public static async Task<JsonObject> RunAsync(string? dataDir, double seconds, int callers, int channels, int rounds = 3,
-        IReadOnlyList<double>? loadFractions = null, bool inlineCompletions = false)
+        IReadOnlyList<double>? loadFractions = null, bool inlineIO = false, IReadOnlyList<double>? rates = null)
     {
         loadFractions ??= [];
-        // The socket setting makes both services (and their gRPC client) run socket completions on the epoll thread.
-        var environment = inlineCompletions ? new Dictionary<string, string> { ["DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS"] = "1" } : [];
+        rates ??= [];
+        // Transport:InlineIO makes both services (and the query service's gRPC client) run socket I/O continuations on
+        // the epoll threads instead of hopping to the thread pool.
+        string[] transport = inlineIO ? ["--Transport:InlineIO", "true"] : [];
         var work = Path.Combine(Path.GetTempPath(), "retrieval-bench-" + Guid.NewGuid().ToString("N")[..8]);
         var models = Path.Combine(work, "models");
         var (dataset, users, timestamps) = PrepareModel(dataDir, work, models);
         static string Dll(string project) => Retrieval.Trainer.Demo.ServiceLauncher.Locate(project);
         int candidatePort = FreePort(), queryPort = FreePort();
-        using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, ["--Model:Directory", models], environment);
+        using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, ["--Model:Directory", models, .. transport]);
         using var query = StartService(Dll("QueryTower.Service"), queryPort,
-            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}"], environment);
+            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}", .. transport]);
         try
         {
             await WaitServing($"http://127.0.0.1:{candidatePort}");
             await WaitServing($"http://127.0.0.1:{queryPort}");
             var address = new Uri($"http://127.0.0.1:{queryPort}");
+            // No retry policy on the callers' channels: a load generator counts failures rather than hiding them, and
+            // gRPC's retrying call buffers every request (allocations and work the generator would take from the services).
             var clients = Enumerable.Range(0, channels)
-                .Select(_ => RetrievalClient.Create(new RetrievalClientOptions { Address = address, Deadline = TimeSpan.FromSeconds(5) })).ToArray();
+                .Select(_ => RetrievalClient.Create(new RetrievalClientOptions { Address = address, Deadline = TimeSpan.FromSeconds(5), MaxAttempts = 1 }))
+                .ToArray();
             var rng = new Random(7);
             RecommendRequest NextRecommend(int i) => new()
             {
@@ -72,6 +77,9 @@ public static class RecommendBenchmark
             var (half, halfFromSend) = await OpenLoop(clients, recommendStats!.Rps / 2, seconds, recommend);
             BenchEnvironment.Log($"Recommend at half load ({recommendStats.Rps / 2:N0}/s), from schedule: {half}");
             BenchEnvironment.Log($"Recommend at half load, from send: {halfFromSend}");
+            // The baseline for the latency: the ceiling's two hops at the same rate, in the same run.
+            var (ceilingHalf, _) = await OpenLoop(clients, recommendStats.Rps / 2, seconds, ping);
+            BenchEnvironment.Log($"ceiling at the same rate, from schedule: {ceilingHalf}");
             var openLoop = new JsonArray();
             foreach (var fraction in loadFractions)
             {
@@ -79,6 +87,13 @@ public static class RecommendBenchmark
                 BenchEnvironment.Log($"Recommend at {fraction:P0} load, from schedule: {f}");
                 BenchEnvironment.Log($"Recommend at {fraction:P0} load, from send: {fs}");
                 openLoop.Add(new JsonObject { ["fraction"] = fraction, ["from_schedule"] = f.ToJson(), ["from_send"] = fs.ToJson() });
+            }
+            foreach (var rate in rates)
+            {
+                var (f, fs) = await OpenLoop(clients, rate, seconds, recommend);
+                BenchEnvironment.Log($"Recommend at {rate:N0}/s, from schedule: {f}");
+                BenchEnvironment.Log($"Recommend at {rate:N0}/s, from send: {fs}");
+                openLoop.Add(new JsonObject { ["rate"] = rate, ["from_schedule"] = f.ToJson(), ["from_send"] = fs.ToJson() });
             }
             foreach (var c in clients)
             {
@@ -97,8 +112,9 @@ public static class RecommendBenchmark
                 ["ratio"] = Math.Round(recommendStats.Rps / ceilingStats.Rps, 3),
                 ["half_load"] = half.ToJson(),
                 ["half_load_from_send"] = halfFromSend.ToJson(),
+                ["ceiling_half_load"] = ceilingHalf.ToJson(),
                 ["open_loop"] = openLoop,
-                ["inline_completions"] = inlineCompletions,
+                ["inline_io"] = inlineIO,
             };
         }
         finally
@@ -140,7 +156,7 @@ public static class RecommendBenchmark
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    private static Process StartService(string dll, int port, string[] args, IReadOnlyDictionary<string, string> environment)
+    private static Process StartService(string dll, int port, string[] args)
     {
         if (!File.Exists(dll))
         {
@@ -150,10 +166,6 @@ public static class RecommendBenchmark
         foreach (var a in new[] { dll, "--urls", $"http://127.0.0.1:{port}", "--Metrics:Url", "", "--Logging:LogLevel:Default", "Warning" }.Concat(args))
         {
             start.ArgumentList.Add(a);
-        }
-        foreach (var (name, value) in environment)
-        {
-            start.Environment[name] = value;
         }
         var process = Process.Start(start)!;
         process.OutputDataReceived += (_, _) => { };

@@ -4,8 +4,13 @@ namespace Retrieval.Integration.Tests.Infrastructure;
 public sealed class ServingPair : IDisposable
 {
     public ServingPair(string models, params string[] queryArgs)
+        : this(models, [], queryArgs)
     {
-        Candidate = new ServiceProcess(Programs.CandidateTower, ["--Model:Directory", models, "--Model:PollIntervalSeconds", "0.2"]);
+    }
+
+    public ServingPair(string models, string[] candidateArgs, string[] queryArgs)
+    {
+        Candidate = new ServiceProcess(Programs.CandidateTower, ["--Model:Directory", models, "--Model:PollIntervalSeconds", "0.2", .. candidateArgs]);
         // Generous time limits unless a test sets its own: a shared 2-core CI machine can stall a call for a second.
         Query = new ServiceProcess(Programs.QueryTower,
         [

@@ -27,6 +27,9 @@ public static class Extensions
             .AddGrpcClient<V1.CandidateTower.CandidateTowerClient>((sp, o) =>
                 o.Address = new Uri(sp.GetRequiredService<IOptions<CandidateTowerOptions>>().Value.Address))
             // No retry policy in the channel's service config: retries are Polly's alone, so no call is retried twice.
+            // No client-factory logging handlers: they open two log scopes per call (allocations, an execution-context
+            // change) for lines the service logs itself where they matter.
+            .RemoveAllLoggers()
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
             {
                 EnableMultipleHttp2Connections = true,

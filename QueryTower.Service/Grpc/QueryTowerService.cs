@@ -67,7 +67,8 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
                 {
                     if (!excluded.Contains(movie.MovieId))
                     {
-                        response.Movies.Add(new ScoredMovie(movie) { Rank = ++rank });
+                        movie.Rank = ++rank; // the parsed candidate answer is this call's own: passed on, not copied
+                        response.Movies.Add(movie);
                         if (rank == request.K)
                         {
                             break;
@@ -121,7 +122,8 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
                 {
                     if (rank < request.K && !excluded.Contains(movie.MovieId))
                     {
-                        message.Movies.Add(new ScoredMovie(movie) { Rank = ++rank });
+                        movie.Rank = ++rank;
+                        message.Movies.Add(movie);
                     }
                 }
                 if (message.Movies.Count > 0 || !wrote)
@@ -167,6 +169,10 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
     /// </summary>
     private (HashSet<int> Excluded, List<int> Sent, int Fetch) Exclusions(RecommendRequest request, ModelLease lease, RequestInput input)
     {
+        if (request.ExcludeMovieIds.Count == 0 && !request.ExcludeRated)
+        {
+            return (NoExclusions, [], request.K);
+        }
         var excluded = new HashSet<int>(request.ExcludeMovieIds);
         if (request.ExcludeRated)
         {
@@ -313,6 +319,8 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
     }
 
     private const int MaxDemographicLength = 64;
+
+    private static readonly HashSet<int> NoExclusions = [];
 
     /// <summary>Fills the degraded answer (the popularity list, minus exclusions), counted and logged.</summary>
     private RecommendResponse Degrade(RecommendResponse response, LoadedModel model, RequestInput input, int k, HashSet<int> excluded, string reason)
