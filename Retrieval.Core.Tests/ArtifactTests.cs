@@ -15,13 +15,14 @@ public class ArtifactTests
     ];
 
     /// <summary>A small model with every feature kind, written as a version folder.</summary>
-    internal static void WriteModel(string directory, string version = "v1", int seed = 1, float? candidateValue5 = null)
+    internal static void WriteModel(string directory, string version = "v1", int seed = 1, float? candidateValue5 = null,
+        string queryFeatures = "user_id,timestamp", UserHistory? history = null)
     {
         var rng = new Random(seed);
         float[] Random(int n) => [.. Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5))];
         var queries = new[] { new QueryInput("1", 100), new QueryInput("2", 300) };
         var opts = new FeatureOptions(TimestampBuckets: 4);
-        var qf = FeatureCatalog.ParseQuery("user_id,timestamp").Select(n => FeatureCatalog.FitQuery(n, queries, opts)).ToList();
+        var qf = FeatureCatalog.ParseQuery(queryFeatures).Select(n => FeatureCatalog.FitQuery(n, queries, opts)).ToList();
         var cf = FeatureCatalog.DefaultCandidateFeatures.Select(n => FeatureCatalog.FitCandidate(n, Catalogue, opts)).ToList();
         const int Dim = 8, Out = 4;
         Tower<TIn> Build<TIn>(List<Feature<TIn>> features)
@@ -38,7 +39,7 @@ public class ArtifactTests
             embeddings[5] = value;
         }
         var manifest = new ModelManifest { ModelVersion = version, CreatedUtc = DateTimeOffset.UtcNow, PopularMovieIds = [20, 10, 30] };
-        ModelArtifact.Write(directory, manifest, query, candidate, Catalogue, embeddings);
+        ModelArtifact.Write(directory, manifest, query, candidate, Catalogue, embeddings, history);
     }
 
     [Fact]
@@ -116,6 +117,20 @@ public class ArtifactTests
         WriteModel(dir.Path, candidateValue5: float.NaN); // checksums match: the writer hashed the bad values
         var error = Assert.Throws<ModelArtifactException>(() => ModelArtifact.Load(dir.Path));
         Assert.Contains("NaN or infinite values (row 1)", error.Message); // value 5 of 4-value rows
+    }
+
+    [Fact]
+    public void Artifact_WithHistoryFeaturesButNoRatingTimes_IsRefusedNamingTheFeature()
+    {
+        using var dir = new TempDirectory();
+        WriteModel(dir.Path, queryFeatures: "user_id,history", history: new UserHistory(["1"], [0, 1], [10])); // movies, no times
+        var error = Assert.Throws<ModelArtifactException>(() => ModelArtifact.Load(dir.Path));
+        Assert.Contains("history feature 'prior_ratings'", error.Message);
+
+        using var good = new TempDirectory();
+        WriteModel(good.Path, queryFeatures: "user_id,history", history: UserHistory.FromRatings([("1", 10, 100), ("1", 20, 200)]));
+        using var model = ModelArtifact.Load(good.Path);
+        Assert.Equal(new UserActivity(1, 100), model.History.ActivityAt("1", 150));
     }
 
     [Fact]

@@ -74,7 +74,12 @@ public static class RecommendBenchmark
                 ceilingStats = ceilingStats is null || c.Rps > ceilingStats.Rps ? c : ceilingStats;
                 recommendStats = recommendStats is null || r.Rps > recommendStats.Rps ? r : recommendStats;
             }
+            var processes = new[] { ("generator", Process.GetCurrentProcess()), ("query", query), ("candidate", candidate) };
+            var cpuBefore = CpuTimes(processes);
+            var cpuClock = Stopwatch.StartNew();
             var (half, halfFromSend) = await OpenLoop(clients, recommendStats!.Rps / 2, seconds, recommend);
+            var halfCpu = CoresUsed(processes, cpuBefore, cpuClock.Elapsed);
+            BenchEnvironment.Log($"cores busy at half load: {string.Join(", ", halfCpu.Select(c => $"{c.Key} {c.Value:F2}"))} of {Environment.ProcessorCount}");
             BenchEnvironment.Log($"Recommend at half load ({recommendStats.Rps / 2:N0}/s), from schedule: {half}");
             BenchEnvironment.Log($"Recommend at half load, from send: {halfFromSend}");
             // The baseline for the latency: the ceiling's two hops at the same rate, in the same run.
@@ -113,6 +118,7 @@ public static class RecommendBenchmark
                 ["half_load"] = half.ToJson(),
                 ["half_load_from_send"] = halfFromSend.ToJson(),
                 ["ceiling_half_load"] = ceilingHalf.ToJson(),
+                ["half_load_cores_busy"] = new JsonObject(halfCpu.Select(c => KeyValuePair.Create(c.Key, (JsonNode?)Math.Round(c.Value, 2)))),
                 ["open_loop"] = openLoop,
                 ["inline_io"] = inlineIO,
             };
@@ -129,6 +135,20 @@ public static class RecommendBenchmark
             {
             }
         }
+    }
+
+    private static TimeSpan[] CpuTimes((string Name, Process Process)[] processes) =>
+        [.. processes.Select(p =>
+        {
+            p.Process.Refresh();
+            return p.Process.TotalProcessorTime;
+        })];
+
+    /// <summary>Each process's CPU time since <paramref name="before"/>, in cores (1.0 = one core busy all the time).</summary>
+    private static Dictionary<string, double> CoresUsed((string Name, Process Process)[] processes, TimeSpan[] before, TimeSpan elapsed)
+    {
+        var after = CpuTimes(processes);
+        return processes.Select((p, i) => (p.Name, Cores: (after[i] - before[i]).TotalSeconds / elapsed.TotalSeconds)).ToDictionary(p => p.Name, p => p.Cores);
     }
 
     private static (string Dataset, string[] Users, long[] Timestamps) PrepareModel(string? dataDir, string work, string models)

@@ -129,6 +129,12 @@ public sealed class ModelArtifact : IDisposable
             }
         }
         var history = manifest.Files.ContainsKey(UserHistory.File) ? UserHistory.Read(directory) : UserHistory.Empty;
+        if (queryFeatures.OfType<ActivityFeature>().FirstOrDefault() is { } activity && !history.HasRatingTimes)
+        {
+            // Served without rating times, every user would silently count zero prior ratings.
+            throw new InvalidDataException(
+                $"the query tower uses the history feature '{activity.Name}' but the artifact has no user history with rating times ({UserHistory.File})");
+        }
         if (manifest.PopularMovieCounts.Length != 0 && manifest.PopularMovieCounts.Length != manifest.PopularMovieIds.Length)
         {
             throw new InvalidDataException($"{manifest.PopularMovieIds.Length} popular movie ids but {manifest.PopularMovieCounts.Length} counts");

@@ -22,6 +22,7 @@ public sealed class UserHistory
     public UserHistory(IReadOnlyList<string> users, int[] offsets, int[] movieIds, int[]? timeOffsets = null, long[]? times = null)
     {
         CheckOffsets(offsets, users.Count, movieIds.Length, "movie ids");
+        HasRatingTimes = timeOffsets is not null;
         timeOffsets ??= new int[users.Count + 1];
         times ??= [];
         CheckOffsets(timeOffsets, users.Count, times.Length, "rating times");
@@ -55,6 +56,9 @@ public sealed class UserHistory
     public IReadOnlyList<string> Users { get; }
 
     public static UserHistory Empty { get; } = new([], [0], []);
+
+    /// <summary>Whether the history carries rating times (artifacts written before the history features do not).</summary>
+    public bool HasRatingTimes { get; }
 
     public bool Contains(string userId) => _userIndex.ContainsKey(userId);
 
@@ -108,11 +112,13 @@ public sealed class UserHistory
     {
         Directory.CreateDirectory(Path.Combine(directory, "vocab"));
         VocabularyFile.Write(Path.Combine(directory, UsersFile), Users);
-        SafeTensors.Write(Path.Combine(directory, File),
-        [
-            NamedTensor.Of("offsets", _offsets, _offsets.Length), NamedTensor.Of("movie_ids", _movieIds, _movieIds.Length),
-            NamedTensor.Of("time_offsets", _timeOffsets, _timeOffsets.Length), NamedTensor.Of("rated_at", _times, _times.Length),
-        ]);
+        var tensors = new List<NamedTensor> { NamedTensor.Of("offsets", _offsets, _offsets.Length), NamedTensor.Of("movie_ids", _movieIds, _movieIds.Length) };
+        if (HasRatingTimes)
+        {
+            tensors.Add(NamedTensor.Of("time_offsets", _timeOffsets, _timeOffsets.Length));
+            tensors.Add(NamedTensor.Of("rated_at", _times, _times.Length));
+        }
+        SafeTensors.Write(Path.Combine(directory, File), tensors);
     }
 
     public static UserHistory Read(string directory)
