@@ -32,6 +32,9 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
             using var artifact = Retrieval.Core.Artifact.ModelArtifact.Load(new Retrieval.Core.Artifact.ModelRepository(models).VersionDirectory(version));
             Assert.Equal(artifact.Manifest.PopularMovieIds.Take(10), answer.Movies.Select(m => m.MovieId));
         }
+        // Five degraded answers, one warning: an outage does not write a line per request.
+        Assert.Single(pair.Query.Output.Split('\n'), line => line.Contains("Recommend degraded"));
+        Assert.Contains("1 answer(s) from the popularity fallback", pair.Query.Output);
         // The streaming variant degrades the same way: one message, the popularity list.
         var streamed = new List<Retrieval.V1.RecommendResponse>();
         await foreach (var message in client.RecommendStreamAsync(new Retrieval.V1.QueryContext { UserId = "1" }, 10, deadline: DateTime.UtcNow.AddMilliseconds(800)))

@@ -48,16 +48,25 @@ var inline = new Option<bool>("--inline-io", "--inline-completions")
 {
     Description = "Start the services with Transport:InlineIO (socket I/O continuations on the epoll threads: fewer thread hops per call; see README)",
 };
+var serviceEnv = new Option<string[]>("--service-env")
+{
+    Description = "NAME=VALUE set in both services' environment (repeatable), to measure runtime settings such as DOTNET_gcServer=1",
+    HelpName = "NAME=VALUE",
+    AllowMultipleArgumentsPerToken = false,
+};
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
 {
-    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline,
+    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv,
 };
 recommend.SetAction(async (result, ct) =>
 {
     var fractions = Numbers(result.GetValue(loadFractions)!, "--load-fractions", "a fraction between 0 and 2", v => v is > 0 and <= 2);
     var fixedRates = Numbers(result.GetValue(rates)!, "--rates", "a rate between 1 and 1,000,000 requests/s", v => v is >= 1 and <= 1_000_000);
+    var environment = (result.GetValue(serviceEnv) ?? []).Select(e => e.Split('=', 2) is [{ Length: > 0 } name, var value]
+        ? KeyValuePair.Create(name, value) : throw new ArgumentException($"--service-env: '{e}' is not NAME=VALUE")).ToDictionary();
     return Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds), Math.Max(1, result.GetValue(callers)),
-        Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline), fixedRates), result.GetValue(json));
+        Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline), fixedRates, environment),
+        result.GetValue(json));
 });
 root.Subcommands.Add(recommend);
 

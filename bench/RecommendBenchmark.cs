@@ -23,8 +23,10 @@ namespace Retrieval.Bench;
 public static class RecommendBenchmark
 {
     public static async Task<JsonObject> RunAsync(string? dataDir, double seconds, int callers, int channels, int rounds = 3,
-        IReadOnlyList<double>? loadFractions = null, bool inlineIO = false, IReadOnlyList<double>? rates = null)
+        IReadOnlyList<double>? loadFractions = null, bool inlineIO = false, IReadOnlyList<double>? rates = null,
+        IReadOnlyDictionary<string, string>? serviceEnvironment = null)
     {
+        serviceEnvironment ??= new Dictionary<string, string>();
         loadFractions ??= [];
         rates ??= [];
         // Transport:InlineIO makes both services (and the query service's gRPC client) run socket I/O continuations on
@@ -35,9 +37,9 @@ public static class RecommendBenchmark
         var (dataset, users, timestamps) = PrepareModel(dataDir, work, models);
         static string Dll(string project) => Retrieval.Trainer.Demo.ServiceLauncher.Locate(project);
         int candidatePort = FreePort(), queryPort = FreePort();
-        using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, ["--Model:Directory", models, .. transport]);
+        using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, ["--Model:Directory", models, .. transport], serviceEnvironment);
         using var query = StartService(Dll("QueryTower.Service"), queryPort,
-            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}", .. transport]);
+            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}", .. transport], serviceEnvironment);
         try
         {
             await WaitServing($"http://127.0.0.1:{candidatePort}");
@@ -121,6 +123,7 @@ public static class RecommendBenchmark
                 ["half_load_cores_busy"] = new JsonObject(halfCpu.Select(c => KeyValuePair.Create(c.Key, (JsonNode?)Math.Round(c.Value, 2)))),
                 ["open_loop"] = openLoop,
                 ["inline_io"] = inlineIO,
+                ["service_environment"] = new JsonObject(serviceEnvironment.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
             };
         }
         finally
@@ -176,7 +179,7 @@ public static class RecommendBenchmark
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    private static Process StartService(string dll, int port, string[] args)
+    private static Process StartService(string dll, int port, string[] args, IReadOnlyDictionary<string, string> environment)
     {
         if (!File.Exists(dll))
         {
@@ -186,6 +189,10 @@ public static class RecommendBenchmark
         foreach (var a in new[] { dll, "--urls", $"http://127.0.0.1:{port}", "--Metrics:Url", "", "--Logging:LogLevel:Default", "Warning" }.Concat(args))
         {
             start.ArgumentList.Add(a);
+        }
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
         }
         var process = Process.Start(start)!;
         process.OutputDataReceived += (_, _) => { };

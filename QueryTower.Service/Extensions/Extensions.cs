@@ -14,6 +14,7 @@ public static class Extensions
         builder.Services.AddOptions<RecommendOptions>().BindConfiguration(RecommendOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddOptions<CandidateTowerOptions>().BindConfiguration(CandidateTowerOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<QueryMetrics>();
+        builder.Services.AddSingleton<DegradedLog>();
         builder.Services.AddSingleton<CandidateSearch>();
         builder.Services.AddHostedService<WarmUp>();
         builder.Services.AddSingleton(sp => new RequestMetrics(sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), QueryMetrics.MeterName, "retrieval.query"));

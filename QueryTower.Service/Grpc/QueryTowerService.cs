@@ -13,7 +13,7 @@ namespace Retrieval.QueryTower.Grpc;
 /// time, the answer is the most popular movies with degraded = true, never an error and never a hang.
 /// </summary>
 public sealed class QueryTowerService(ModelStore models, CandidateSearch search, IOptions<RecommendOptions> options,
-    IOptions<CandidateTowerOptions> candidateOptions, QueryMetrics metrics, ILogger<QueryTowerService> log)
+    IOptions<CandidateTowerOptions> candidateOptions, QueryMetrics metrics, DegradedLog degradedLog, ILogger<QueryTowerService> log)
     : V1.QueryTower.QueryTowerBase
 {
     private readonly RecommendOptions _options = options.Value;
@@ -326,7 +326,7 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
     private RecommendResponse Degrade(RecommendResponse response, LoadedModel model, RequestInput input, int k, HashSet<int> excluded, string reason)
     {
         metrics.Degraded(reason);
-        log.LogWarning("Recommend degraded for user {User}: {Reason}", input.UserId, reason);
+        degradedLog.Record(input.UserId, reason);
         response.Degraded = true;
         response.DegradedReason = reason;
         response.Movies.AddRange(PopularFallback(model, k, excluded));
