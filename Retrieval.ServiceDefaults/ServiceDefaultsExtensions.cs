@@ -35,6 +35,13 @@ public static class ServiceDefaultsExtensions
                 TimeSpan.FromSeconds(options.PollIntervalSeconds)), sp.GetRequiredService<ILoggerFactory>().CreateLogger<ModelStore>());
         });
         builder.Services.AddHostedService<ModelStoreHost>();
+        if (builder.Configuration["Lifetime:ParentProcessId"] is { Length: > 0 } parent)
+        {
+            int parentId = int.TryParse(parent, out var id) && id > 0
+                ? id : throw new ArgumentException($"Lifetime:ParentProcessId must be a process id, got '{parent}'");
+            builder.Services.AddHostedService(sp => new ParentProcessWatch(parentId, sp.GetRequiredService<IHostApplicationLifetime>(),
+                sp.GetRequiredService<ILogger<ParentProcessWatch>>()));
+        }
 
         builder.Services.AddGrpcHealthChecks().AddCheck<ModelLoadedHealthCheck>("model");
         builder.Services.AddGrpcReflection();

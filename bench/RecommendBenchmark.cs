@@ -186,7 +186,11 @@ public static class RecommendBenchmark
             throw new FileNotFoundException($"{dll} is not built; build the solution first");
         }
         var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in new[] { dll, "--urls", $"http://127.0.0.1:{port}", "--Metrics:Url", "", "--Logging:LogLevel:Default", "Warning" }.Concat(args))
+        foreach (var a in new[]
+        {
+            dll, "--urls", $"http://127.0.0.1:{port}", "--Metrics:Url", "", "--Logging:LogLevel:Default", "Warning",
+            "--Lifetime:ParentProcessId", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        }.Concat(args))
         {
             start.ArgumentList.Add(a);
         }

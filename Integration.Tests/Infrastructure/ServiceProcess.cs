@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Globalization;
 using Grpc.Core;
 using Grpc.Health.V1;
 using Grpc.Net.Client;
@@ -17,12 +18,13 @@ public sealed class ServiceProcess : IDisposable
     private readonly List<string> _args;
     private Process _process;
 
-    public ServiceProcess(string dll, IEnumerable<string> args, int? port = null)
+    /// <param name="parentId">The process whose end stops the service (Lifetime:ParentProcessId); default this test host.</param>
+    public ServiceProcess(string dll, IEnumerable<string> args, int? port = null, int? parentId = null)
     {
         _dll = dll;
         Port = port ?? Programs.FreePort();
         Address = $"http://127.0.0.1:{Port}";
-        _args = ["--urls", Address, "--Metrics:Url", "", .. args];
+        _args = ["--urls", Address, "--Metrics:Url", "", "--Lifetime:ParentProcessId", (parentId ?? Environment.ProcessId).ToString(CultureInfo.InvariantCulture), .. args];
         _process = Launch();
         Channel = GrpcChannel.ForAddress(Address);
     }

@@ -48,6 +48,9 @@ public static class ServiceLauncher
         {
             start.ArgumentList.Add(a);
         }
+        // The service stops by itself if this process is killed before it can stop the service.
+        start.ArgumentList.Add("--Lifetime:ParentProcessId");
+        start.ArgumentList.Add(Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
         var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {project}");
         process.OutputDataReceived += (_, e) => Forward(project, e.Data, log);
         process.ErrorDataReceived += (_, e) => Forward(project, e.Data, log);
