@@ -90,6 +90,38 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
     }
 
     [Fact]
+    public async Task Recommend_UnderConcurrentLoad_BatchesCandidateCalls_AndEachAnswerEqualsItsOfflineTopK()
+    {
+        int metricsPort = Programs.FreePort();
+        using var services = new ServingPair(fixture.Models.Models, "--CandidateTower:MaxConcurrentCalls", "1", "--Metrics:Url", $"http://127.0.0.1:{metricsPort}");
+        await services.WaitAsync();
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(services.Query.Address), Deadline = TimeSpan.FromSeconds(20) });
+        var ratings = fixture.Models.Dataset.Ratings;
+        // Different users, times, K and exclusions in flight together: one call at a time, so the rest go in batches.
+        var cases = Enumerable.Range(0, 96).Select(i =>
+        {
+            string user = ratings.UserIds[i * 31];
+            long at = ratings.Timestamps[i * 31];
+            return (User: user, At: at, K: 1 + (i % 25), Exclude: i % 3 == 0 ? Offline(user, at, 2) : []);
+        }).ToList();
+        var answers = await Task.WhenAll(cases.Select(c => client.RecommendAsync(c.User, c.K, DateTimeOffset.FromUnixTimeSeconds(c.At), c.Exclude)));
+        for (int i = 0; i < cases.Count; i++)
+        {
+            var (user, at, k, exclude) = cases[i];
+            Assert.False(answers[i].Degraded, answers[i].DegradedReason);
+            Assert.Equal(Offline(user, at, k, exclude), answers[i].Movies.Select(m => m.MovieId));
+            Assert.Equal(Enumerable.Range(1, k), answers[i].Movies.Select(m => m.Rank));
+        }
+        using var http = new HttpClient();
+        var scrape = (await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics")).Split('\n');
+        double Value(string name) => double.Parse(scrape.Single(l => l.StartsWith(name, StringComparison.Ordinal)).Split(' ')[^1],
+            System.Globalization.CultureInfo.InvariantCulture);
+        double queries = Value("retrieval_query_candidate_batch_size_sum"), calls = Value("retrieval_query_candidate_batch_size_count");
+        Assert.True(queries >= cases.Count, $"{queries} queries counted");
+        Assert.True(calls < queries, $"{calls} calls for {queries} queries: nothing was batched");
+    }
+
+    [Fact]
     public async Task Recommend_WithUnknownUser_UsesOutOfVocabularyEmbedding()
     {
         long at = fixture.Models.Dataset.Ratings.Timestamps[42];

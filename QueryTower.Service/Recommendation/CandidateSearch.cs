@@ -42,12 +42,27 @@ public sealed class CandidateSearch
     private readonly CandidateTower.CandidateTowerClient _client;
     private readonly ResiliencePipeline _pipeline;
     private readonly ILogger<CandidateSearch> _log;
+    private readonly QueryMetrics _metrics;
+    private readonly int _maxConcurrentCalls;
+    private readonly int _maxBatchSize;
 
-    public CandidateSearch(CandidateTower.CandidateTowerClient client, IOptions<CandidateTowerOptions> options, ILogger<CandidateSearch> log)
+    // Batching: queries waiting for a call, by model version, and how many batched calls are in flight.
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, Queue<Pending>> _waiting = new(StringComparer.Ordinal);
+    private int _inFlight;
+
+    /// <summary>Most exclusion ids one batched call carries (the candidate tower caps request bytes).</summary>
+    private const int MaxBatchExclusions = 50_000;
+
+    public CandidateSearch(CandidateTower.CandidateTowerClient client, IOptions<CandidateTowerOptions> options, QueryMetrics metrics,
+        ILogger<CandidateSearch> log)
     {
         _client = client;
         _log = log;
+        _metrics = metrics;
         var o = options.Value;
+        _maxConcurrentCalls = o.MaxConcurrentCalls;
+        _maxBatchSize = o.MaxBatchSize;
         _pipeline = new ResiliencePipelineBuilder()
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions
             {
@@ -83,24 +98,143 @@ public sealed class CandidateSearch
         code is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown or StatusCode.ResourceExhausted;
 
     /// <summary>
-    /// The top K for one query, through the candidate tower's unary BatchTopK with a single query: the streaming TopK
-    /// costs an extra frame round per call, which a request/response hop does not need for K up to the cap.
+    /// The top K for one query, through the candidate tower's unary BatchTopK (the streaming TopK costs an extra frame
+    /// round per call, which a request/response hop does not need for K up to the cap). While MaxConcurrentCalls calls
+    /// are in flight, further queries wait and go together in the next call as each one returns, so a loaded service
+    /// makes fewer, larger calls and a quiet one adds no wait. A batch is retried, timed and counted by the breaker as
+    /// one call; each query still answers within its own deadline and stops waiting when its caller cancels.
     /// </summary>
-    public async Task<SearchOutcome> TopKAsync(float[] embedding, string version, int k, IEnumerable<int> exclude, DateTime deadline,
+    public async Task<SearchOutcome> TopKAsync(float[] embedding, string version, int k, IReadOnlyCollection<int> exclude, DateTime deadline,
         CancellationToken cancellation)
     {
-        var query = new TopKQuery();
-        query.Embedding.AddRange(embedding);
-        query.ExcludeMovieIds.AddRange(exclude);
-        var request = new BatchTopKRequest { K = k, ModelVersion = version, Queries = { query } };
+        var pending = new Pending(embedding, k, exclude, deadline);
+        if (_maxConcurrentCalls == 0)
+        {
+            return (await SearchAsync(version, [pending], cancellation))[0];
+        }
+        bool send;
+        lock (_gate)
+        {
+            send = _inFlight < _maxConcurrentCalls;
+            if (send)
+            {
+                _inFlight++;
+            }
+            else
+            {
+                if (!_waiting.TryGetValue(version, out var queue))
+                {
+                    _waiting[version] = queue = new Queue<Pending>();
+                }
+                queue.Enqueue(pending);
+            }
+        }
+        if (send)
+        {
+            _ = RunBatchesAsync(version, [pending]);
+        }
+        var left = deadline - DateTime.UtcNow;
         try
         {
-            return await _pipeline.ExecuteAsync(async ct =>
+            return await pending.Done.Task.WaitAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero, cancellation);
+        }
+        catch (TimeoutException)
+        {
+            return new SearchOutcome([], version, SearchFailure.Unavailable, "candidate tower timed out");
+        }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.Cancelled, "the caller cancelled"));
+        }
+    }
+
+    /// <summary>One query of a batched call and where its answer goes.</summary>
+    private sealed class Pending(float[] embedding, int k, IReadOnlyCollection<int> exclude, DateTime deadline)
+    {
+        public float[] Embedding => embedding;
+        public int K => k;
+        public IReadOnlyCollection<int> Exclude => exclude;
+        public DateTime Deadline => deadline;
+        public TaskCompletionSource<SearchOutcome> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Sends a batch, then whatever queued meanwhile, until nothing waits; then frees its call slot.</summary>
+    private async Task RunBatchesAsync(string version, List<Pending> batch)
+    {
+        while (true)
+        {
+            SearchOutcome[] outcomes;
+            try
+            {
+                outcomes = await SearchAsync(version, batch, CancellationToken.None);
+            }
+            catch (Exception e)
+            {
+                _log.LogError(e, "Batched candidate search failed unexpectedly");
+                outcomes = [.. batch.Select(_ => new SearchOutcome([], version, SearchFailure.Unavailable, "candidate search failed"))];
+            }
+            for (int i = 0; i < batch.Count; i++)
+            {
+                batch[i].Done.TrySetResult(outcomes[i]);
+            }
+            lock (_gate)
+            {
+                if (!TakeWaiting(out version, out batch))
+                {
+                    _inFlight--;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// <summary>The queries waiting for one version, up to the batch limits (at least one); call under the lock.</summary>
+    private bool TakeWaiting(out string version, out List<Pending> batch)
+    {
+        foreach (var (waitingVersion, queue) in _waiting)
+        {
+            version = waitingVersion;
+            batch = [queue.Dequeue()];
+            int exclusions = batch[0].Exclude.Count;
+            while (queue.Count > 0 && batch.Count < _maxBatchSize && exclusions + queue.Peek().Exclude.Count <= MaxBatchExclusions)
+            {
+                exclusions += queue.Peek().Exclude.Count;
+                batch.Add(queue.Dequeue());
+            }
+            if (queue.Count == 0)
+            {
+                _waiting.Remove(waitingVersion);
+            }
+            return true;
+        }
+        version = "";
+        batch = [];
+        return false;
+    }
+
+    /// <summary>One BatchTopK call for the queries (K the largest asked, each answer cut to its own K), inside the pipeline.</summary>
+    private async Task<SearchOutcome[]> SearchAsync(string version, List<Pending> batch, CancellationToken cancellation)
+    {
+        var request = new BatchTopKRequest { K = batch.Max(p => p.K), ModelVersion = version };
+        foreach (var pending in batch)
+        {
+            var query = new TopKQuery();
+            query.Embedding.AddRange(pending.Embedding);
+            query.ExcludeMovieIds.AddRange(pending.Exclude);
+            request.Queries.Add(query);
+        }
+        var deadline = batch.Max(p => p.Deadline); // a query whose own deadline comes first stops waiting then
+        if (_maxConcurrentCalls > 0)
+        {
+            _metrics.CandidateBatch(batch.Count);
+        }
+        try
+        {
+            var response = await _pipeline.ExecuteAsync(async ct =>
             {
                 try
                 {
-                    var response = await _client.BatchTopKAsync(request, deadline: deadline, cancellationToken: ct);
-                    return new SearchOutcome(response.Results[0].Results, response.ModelVersion, SearchFailure.None, "");
+                    return await _client.BatchTopKAsync(request, deadline: deadline, cancellationToken: ct);
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
                 {
@@ -108,10 +242,19 @@ public sealed class CandidateSearch
                     throw new OperationCanceledException(e.Message, e, ct);
                 }
             }, cancellation);
+            if (response.Results.Count != batch.Count)
+            {
+                throw new RpcException(new Status(StatusCode.Internal, $"the candidate tower answered {response.Results.Count} of {batch.Count} queries"));
+            }
+            return [.. batch.Select((pending, i) =>
+            {
+                var movies = response.Results[i].Results;
+                return new SearchOutcome(movies.Count <= pending.K ? movies : movies.Take(pending.K).ToList(), response.ModelVersion, SearchFailure.None, "");
+            })];
         }
         catch (Exception e) when (Failure(e, version, cancellation) is { } failure)
         {
-            return failure;
+            return [.. batch.Select(_ => failure)];
         }
     }
 
@@ -209,7 +352,7 @@ public sealed class CandidateSearch
         try
         {
             await _client.PingAsync(new PingRequest(), deadline: DateTime.UtcNow.AddSeconds(5));
-            await TopKAsync(embedding, version, 10, [], DateTime.UtcNow.AddSeconds(5), CancellationToken.None);
+            await TopKAsync(embedding, version, 10, Array.Empty<int>(), DateTime.UtcNow.AddSeconds(5), CancellationToken.None);
         }
         catch (RpcException e)
         {

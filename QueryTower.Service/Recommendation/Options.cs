@@ -40,6 +40,17 @@ public sealed class CandidateTowerOptions
     /// <summary>The candidate tower's exclusion cap; a longer list is trimmed and the rest filtered here.</summary>
     [Range(0, 10_000_000)]
     public int MaxExclusions { get; set; } = 10_000;
+
+    /// <summary>
+    /// Recommend's candidate calls in flight at once before further queries wait and go together in the next
+    /// BatchTopK call (0: every query its own call, never batched). Under light load every query goes at once.
+    /// </summary>
+    [Range(0, 100_000)]
+    public int MaxConcurrentCalls { get; set; } = 2;
+
+    /// <summary>Most queries in one batched call; at most the candidate tower's Search:MaxBatchQueries.</summary>
+    [Range(1, 100_000)]
+    public int MaxBatchSize { get; set; } = 64;
 }
 
 /// <summary>Limits of Recommend and Embed requests (section "Recommend").</summary>

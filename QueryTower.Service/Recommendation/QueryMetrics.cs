@@ -9,6 +9,7 @@ public sealed class QueryMetrics
     private readonly Counter<long> _degraded;
     private readonly Counter<long> _unknownUsers;
     private readonly Counter<long> _reembeds;
+    private readonly Histogram<int> _batchSize;
 
     public QueryMetrics(IMeterFactory meters)
     {
@@ -16,6 +17,8 @@ public sealed class QueryMetrics
         _degraded = meter.CreateCounter<long>("retrieval.query.degraded", description: "Recommend answers served from the popularity fallback, by reason");
         _unknownUsers = meter.CreateCounter<long>("retrieval.query.unknown_users", description: "Requests for users outside the model's vocabulary");
         _reembeds = meter.CreateCounter<long>("retrieval.query.reembeds", description: "Queries embedded again because the candidate tower had moved to another version");
+        _batchSize = meter.CreateHistogram<int>("retrieval.query.candidate_batch_size", unit: "{query}",
+            description: "Queries per batched candidate call (more than one when calls were already in flight)");
     }
 
     public void Degraded(string reason) => _degraded.Add(1, new KeyValuePair<string, object?>("reason", reason));
@@ -23,4 +26,6 @@ public sealed class QueryMetrics
     public void UnknownUser() => _unknownUsers.Add(1);
 
     public void Reembedded() => _reembeds.Add(1);
+
+    public void CandidateBatch(int queries) => _batchSize.Record(queries);
 }
