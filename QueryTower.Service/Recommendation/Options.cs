@@ -48,9 +48,12 @@ public sealed class CandidateTowerOptions
     [Range(0, 100_000)]
     public int MaxConcurrentCalls { get; set; } = 2;
 
-    /// <summary>Most queries in one batched call; at most the candidate tower's Search:MaxBatchQueries.</summary>
+    /// <summary>
+    /// Most queries in one batched call; at most the candidate tower's Search:MaxBatchQueries. A batch has one
+    /// AttemptTimeoutMs: with a catalogue whose single top-K takes milliseconds, keep batches small or the timeout long.
+    /// </summary>
     [Range(1, 100_000)]
-    public int MaxBatchSize { get; set; } = 64;
+    public int MaxBatchSize { get; set; } = 16;
 }
 
 /// <summary>Limits of Recommend and Embed requests (section "Recommend").</summary>
