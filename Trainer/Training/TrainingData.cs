@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Retrieval.Core.Artifact;
 using Retrieval.Core.Data;
 using Retrieval.Core.Features;
@@ -104,12 +105,17 @@ public sealed class TrainingData
         return new TrainingData(dataset, split, history, activityLog, queries, queryFeatures, candidateFeatures);
     }
 
-    /// <summary>Every rating's user and time (the movie ids too, as the history type holds them; the features read only times).</summary>
-    public static UserHistory ActivityLogOf(MovieLensDataset dataset)
+    /// <summary>
+    /// Every rating's user and time (the movie ids too, as the history type holds them; the features read only times),
+    /// built once per data set: an ablation prepares the same ratings for every row, split and validation slice.
+    /// </summary>
+    public static UserHistory ActivityLogOf(MovieLensDataset dataset) => ActivityLogs.GetValue(dataset, static d =>
     {
-        var ratings = dataset.Ratings;
+        var ratings = d.Ratings;
         return UserHistory.FromRatings(Enumerable.Range(0, ratings.Count).Select(r => (ratings.UserIds[r], ratings.MovieIds[r], ratings.Timestamps[r])));
-    }
+    });
+
+    private static readonly ConditionalWeakTable<MovieLensDataset, UserHistory> ActivityLogs = new();
 
     /// <summary>
     /// A rating as a request would carry it: the user's demographics and the user's activity before the rating's
