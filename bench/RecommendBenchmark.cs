@@ -128,6 +128,7 @@ public static class RecommendBenchmark
         }
         finally
         {
+            Stopping = true;
             candidate.Kill(entireProcessTree: true);
             query.Kill(entireProcessTree: true);
             try
@@ -179,6 +180,9 @@ public static class RecommendBenchmark
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
+    /// <summary>Set when the benchmark stops the services itself, so their ends are not reported.</summary>
+    private static volatile bool Stopping;
+
     private static Process StartService(string dll, int port, string[] args, IReadOnlyDictionary<string, string> environment)
     {
         if (!File.Exists(dll))
@@ -199,8 +203,30 @@ public static class RecommendBenchmark
             start.Environment[name] = value;
         }
         var process = Process.Start(start)!;
-        process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, _) => { };
+        // The last lines of output are kept, to say why if the service ends during the benchmark.
+        var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        void Keep(string? line)
+        {
+            if (line is null)
+            {
+                return;
+            }
+            lines.Enqueue(line);
+            while (lines.Count > 40 && lines.TryDequeue(out _))
+            {
+            }
+        }
+        process.OutputDataReceived += (_, e) => Keep(e.Data);
+        process.ErrorDataReceived += (_, e) => Keep(e.Data);
+        process.EnableRaisingEvents = true;
+        process.Exited += (_, _) =>
+        {
+            if (!Stopping)
+            {
+                BenchEnvironment.Log($"{Path.GetFileNameWithoutExtension(dll)} exited with code {process.ExitCode} during the benchmark; its last output:\n"
+                    + string.Join('\n', lines));
+            }
+        };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return process;
