@@ -102,12 +102,13 @@ public sealed class CandidateSearch
     /// round per call, which a request/response hop does not need for K up to the cap). While MaxConcurrentCalls calls
     /// are in flight, further queries wait and go together in the next call as each one returns, so a loaded service
     /// makes fewer, larger calls and a quiet one adds no wait. A batch is retried, timed and counted by the breaker as
-    /// one call; each query still answers within its own deadline and stops waiting when its caller cancels.
+    /// one call; each query still answers within its own deadline and stops waiting when its caller cancels, and the
+    /// call is cancelled when all of them have.
     /// </summary>
     public async Task<SearchOutcome> TopKAsync(float[] embedding, string version, int k, IReadOnlyCollection<int> exclude, DateTime deadline,
         CancellationToken cancellation)
     {
-        var pending = new Pending(embedding, k, exclude, deadline);
+        var pending = new Pending(embedding, k, exclude, deadline, cancellation);
         if (_maxConcurrentCalls == 0)
         {
             return (await SearchAsync(version, [pending], cancellation))[0];
@@ -149,29 +150,48 @@ public sealed class CandidateSearch
     }
 
     /// <summary>One query of a batched call and where its answer goes.</summary>
-    private sealed class Pending(float[] embedding, int k, IReadOnlyCollection<int> exclude, DateTime deadline)
+    private sealed class Pending(float[] embedding, int k, IReadOnlyCollection<int> exclude, DateTime deadline, CancellationToken cancellation)
     {
         public float[] Embedding => embedding;
         public int K => k;
         public IReadOnlyCollection<int> Exclude => exclude;
         public DateTime Deadline => deadline;
+        public CancellationToken Cancellation => cancellation;
         public TaskCompletionSource<SearchOutcome> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
-    /// <summary>Sends a batch, then whatever queued meanwhile, until nothing waits; then frees its call slot.</summary>
+    /// <summary>
+    /// Sends a batch, then whatever queued meanwhile, until nothing waits; then frees its call slot. A call is
+    /// cancelled once every caller in it has cancelled (a batch of one: with its caller's cancellation).
+    /// </summary>
     private async Task RunBatchesAsync(string version, List<Pending> batch)
     {
         while (true)
         {
             SearchOutcome[] outcomes;
+            using var everyoneLeft = batch.Count > 1 ? new CancellationTokenSource() : null;
+            var registrations = everyoneLeft is null ? [] : WhenAllCancel(batch, everyoneLeft);
+            var cancellation = everyoneLeft?.Token ?? batch[0].Cancellation;
             try
             {
-                outcomes = await SearchAsync(version, batch, CancellationToken.None);
+                outcomes = await SearchAsync(version, batch, cancellation);
+            }
+            catch (Exception e) when (cancellation.IsCancellationRequested)
+            {
+                _log.LogDebug("Candidate search abandoned: every caller cancelled ({Error})", e.Message);
+                outcomes = [.. batch.Select(_ => new SearchOutcome([], version, SearchFailure.Unavailable, "the callers cancelled"))];
             }
             catch (Exception e)
             {
                 _log.LogError(e, "Batched candidate search failed unexpectedly");
                 outcomes = [.. batch.Select(_ => new SearchOutcome([], version, SearchFailure.Unavailable, "candidate search failed"))];
+            }
+            finally
+            {
+                foreach (var registration in registrations)
+                {
+                    registration.Dispose();
+                }
             }
             for (int i = 0; i < batch.Count; i++)
             {
@@ -186,6 +206,19 @@ public sealed class CandidateSearch
                 }
             }
         }
+    }
+
+    /// <summary>Cancels <paramref name="everyoneLeft"/> when the last of the batch's callers cancels.</summary>
+    private static CancellationTokenRegistration[] WhenAllCancel(List<Pending> batch, CancellationTokenSource everyoneLeft)
+    {
+        int waiting = batch.Count;
+        return [.. batch.Select(p => p.Cancellation.Register(() =>
+        {
+            if (Interlocked.Decrement(ref waiting) == 0)
+            {
+                everyoneLeft.Cancel();
+            }
+        }))];
     }
 
     /// <summary>The queries waiting for one version, up to the batch limits (at least one); call under the lock.</summary>
@@ -223,7 +256,8 @@ public sealed class CandidateSearch
             query.ExcludeMovieIds.AddRange(pending.Exclude);
             request.Queries.Add(query);
         }
-        var deadline = batch.Max(p => p.Deadline); // a query whose own deadline comes first stops waiting then
+        // A batch of one carries its caller's deadline; a larger one the latest, and each query stops waiting at its own.
+        var deadline = batch.Max(p => p.Deadline);
         if (_maxConcurrentCalls > 0)
         {
             _metrics.CandidateBatch(batch.Count);
