@@ -32,6 +32,9 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
             using var artifact = Retrieval.Core.Artifact.ModelArtifact.Load(new Retrieval.Core.Artifact.ModelRepository(models).VersionDirectory(version));
             Assert.Equal(artifact.Manifest.PopularMovieIds.Take(10), answer.Movies.Select(m => m.MovieId));
         }
+        // The ceiling's Ping has no fallback: an open circuit (or a refused call) is UNAVAILABLE, not UNKNOWN.
+        var ping = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => client.Raw.PingAsync(new Retrieval.V1.PingRequest()).ResponseAsync);
+        Assert.Equal(Grpc.Core.StatusCode.Unavailable, ping.StatusCode);
         // Five degraded answers, one warning: an outage does not write a line per request.
         Assert.Single(pair.Query.Output.Split('\n'), line => line.Contains("Recommend degraded"));
         Assert.Contains("1 answer(s) from the popularity fallback", pair.Query.Output);

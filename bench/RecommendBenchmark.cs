@@ -128,7 +128,7 @@ public static class RecommendBenchmark
         }
         finally
         {
-            Stopping = true;
+            _stopping = true;
             candidate.Kill(entireProcessTree: true);
             query.Kill(entireProcessTree: true);
             try
@@ -181,7 +181,7 @@ public static class RecommendBenchmark
     }
 
     /// <summary>Set when the benchmark stops the services itself, so their ends are not reported.</summary>
-    private static volatile bool Stopping;
+    private static volatile bool _stopping;
 
     private static Process StartService(string dll, int port, string[] args, IReadOnlyDictionary<string, string> environment)
     {
@@ -221,7 +221,7 @@ public static class RecommendBenchmark
         process.EnableRaisingEvents = true;
         process.Exited += (_, _) =>
         {
-            if (!Stopping)
+            if (!_stopping)
             {
                 BenchEnvironment.Log($"{Path.GetFileNameWithoutExtension(dll)} exited with code {process.ExitCode} during the benchmark; its last output:\n"
                     + string.Join('\n', lines));

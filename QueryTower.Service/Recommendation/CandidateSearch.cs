@@ -377,8 +377,18 @@ public sealed class CandidateSearch
     }
 
     /// <summary>One trivial call through the same client and pipeline (the benchmark's two-hop ceiling).</summary>
-    public Task<PingResponse> PingAsync(PingRequest request, DateTime deadline, CancellationToken cancellation) =>
-        _pipeline.ExecuteAsync(async ct => await _client.PingAsync(request, deadline: deadline, cancellationToken: ct), cancellation).AsTask();
+    /// <remarks>An open circuit or a timed-out attempt is UNAVAILABLE, as the candidate tower's own failures are.</remarks>
+    public async Task<PingResponse> PingAsync(PingRequest request, DateTime deadline, CancellationToken cancellation)
+    {
+        try
+        {
+            return await _pipeline.ExecuteAsync(async ct => await _client.PingAsync(request, deadline: deadline, cancellationToken: ct), cancellation);
+        }
+        catch (Exception e) when (e is BrokenCircuitException or TimeoutRejectedException)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, e is BrokenCircuitException ? "candidate tower circuit open" : "candidate tower timed out"));
+        }
+    }
 
     /// <summary>Opens the connection and warms both sides' code paths, so the first real request is not the slow one.</summary>
     public async Task WarmUpAsync(float[] embedding, string version)
