@@ -35,6 +35,21 @@ public sealed class ServiceProcess : IDisposable
     public string Output => string.Join('\n', _output);
     public bool HasExited => _process.HasExited;
 
+    /// <summary>Whether the process ended within <paramref name="timeout"/>; when it did, its output is all in <see cref="Output"/>.</summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cancel = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cancel.Token); // also waits for the redirected output to end
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Resident memory of the process now.</summary>
     public long ResidentBytes
     {
