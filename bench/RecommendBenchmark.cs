@@ -106,6 +106,15 @@ public static class RecommendBenchmark
             {
                 c.Dispose();
             }
+            if (Interlocked.Read(ref _errors) > 0)
+            {
+                // Failed calls: what the services said about it (circuit opened, degraded answers) helps tell why.
+                foreach (var service in new[] { query, candidate })
+                {
+                    BenchEnvironment.Log($"{Interlocked.Read(ref _errors)} calls failed; the last output of process {service.Id}:\n"
+                        + string.Join('\n', RecentOutput.GetValueOrDefault(service.Id) ?? []));
+                }
+            }
             return new JsonObject
             {
                 ["benchmark"] = "recommend",
@@ -183,6 +192,12 @@ public static class RecommendBenchmark
     /// <summary>Set when the benchmark stops the services itself, so their ends are not reported.</summary>
     private static volatile bool _stopping;
 
+    /// <summary>Each service's last lines of output, by process id.</summary>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, System.Collections.Concurrent.ConcurrentQueue<string>> RecentOutput = new();
+
+    /// <summary>Failed calls in every phase so far.</summary>
+    private static long _errors;
+
     private static Process StartService(string dll, int port, string[] args, IReadOnlyDictionary<string, string> environment)
     {
         if (!File.Exists(dll))
@@ -205,6 +220,7 @@ public static class RecommendBenchmark
         var process = Process.Start(start)!;
         // The last lines of output are kept, to say why if the service ends during the benchmark.
         var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        RecentOutput[process.Id] = lines;
         void Keep(string? line)
         {
             if (line is null)
@@ -301,6 +317,7 @@ public static class RecommendBenchmark
                 }
             }
         })));
+        Interlocked.Add(ref _errors, errors);
         return Stats.Of([.. perCaller.SelectMany(l => l)], clock.Elapsed.TotalSeconds, errors);
     }
 
@@ -357,6 +374,7 @@ public static class RecommendBenchmark
         await Task.Run(pacer.Join);
         await Task.WhenAll(inflight);
         double elapsed = clock.Elapsed.TotalSeconds;
+        Interlocked.Add(ref _errors, errors);
         return (Stats.Of([.. fromDue.Where(double.IsFinite)], elapsed, errors), Stats.Of([.. fromSend.Where(double.IsFinite)], elapsed, errors));
     }
 }
