@@ -221,27 +221,40 @@ public sealed class CandidateSearch
         }))];
     }
 
-    /// <summary>The queries waiting for one version, up to the batch limits (at least one); call under the lock.</summary>
+    /// <summary>
+    /// The queries waiting for one version, up to the batch limits; call under the lock. Queries whose callers have
+    /// gone (cancelled or past their deadline) are dropped, so an overloaded service does not search for nobody.
+    /// </summary>
     private bool TakeWaiting(out string version, out List<Pending> batch)
     {
+        var now = DateTime.UtcNow;
+        batch = [];
+        version = "";
         foreach (var (waitingVersion, queue) in _waiting)
         {
-            version = waitingVersion;
-            batch = [queue.Dequeue()];
-            int exclusions = batch[0].Exclude.Count;
-            while (queue.Count > 0 && batch.Count < _maxBatchSize && exclusions + queue.Peek().Exclude.Count <= MaxBatchExclusions)
+            int exclusions = 0;
+            while (queue.Count > 0 && batch.Count < _maxBatchSize
+                && (batch.Count == 0 || exclusions + queue.Peek().Exclude.Count <= MaxBatchExclusions))
             {
-                exclusions += queue.Peek().Exclude.Count;
-                batch.Add(queue.Dequeue());
+                var next = queue.Dequeue();
+                if (next.Cancellation.IsCancellationRequested || next.Deadline <= now)
+                {
+                    next.Done.TrySetResult(new SearchOutcome([], waitingVersion, SearchFailure.Unavailable, "candidate tower timed out"));
+                    continue;
+                }
+                exclusions += next.Exclude.Count;
+                batch.Add(next);
             }
             if (queue.Count == 0)
             {
                 _waiting.Remove(waitingVersion);
             }
-            return true;
+            if (batch.Count > 0)
+            {
+                version = waitingVersion;
+                return true;
+            }
         }
-        version = "";
-        batch = [];
         return false;
     }
 
