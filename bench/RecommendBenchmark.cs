@@ -27,6 +27,9 @@ public static class RecommendBenchmark
         IReadOnlyDictionary<string, string>? serviceEnvironment = null)
     {
         serviceEnvironment ??= new Dictionary<string, string>();
+        _stopping = false; // one benchmark's state: a second run in the same process starts clean
+        Interlocked.Exchange(ref _errors, 0);
+        RecentOutput.Clear();
         loadFractions ??= [];
         rates ??= [];
         // Transport:InlineIO makes both services (and the query service's gRPC client) run socket I/O continuations on
