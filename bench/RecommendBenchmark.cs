@@ -53,21 +53,27 @@ public static class RecommendBenchmark
             var clients = Enumerable.Range(0, channels)
                 .Select(_ => RetrievalClient.Create(new RetrievalClientOptions { Address = address, Deadline = TimeSpan.FromSeconds(5), MaxAttempts = 1 }))
                 .ToArray();
-            var rng = new Random(7);
-            RecommendRequest NextRecommend(int i) => new()
+            // The requests are built once: the generator's own allocations and collections are kept out of the figures.
+            var recommendRequests = users.Select((user, i) => new RecommendRequest
             {
                 Context = new QueryContext
                 {
-                    UserId = users[i % users.Length],
-                    Timestamp = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeSeconds(timestamps[i % timestamps.Length])),
+                    UserId = user,
+                    Timestamp = Google.Protobuf.WellKnownTypes.Timestamp.FromDateTimeOffset(DateTimeOffset.FromUnixTimeSeconds(timestamps[i])),
                 },
                 K = 10,
-            };
-            Func<QueryTower.QueryTowerClient, int, Task> recommend = (c, i) => c.RecommendAsync(NextRecommend(i), deadline: DateTime.UtcNow.AddSeconds(5)).ResponseAsync;
-            Func<QueryTower.QueryTowerClient, int, Task> ping = (c, i) => c.PingAsync(new PingRequest(), deadline: DateTime.UtcNow.AddSeconds(5)).ResponseAsync;
+            }).ToArray();
+            var pingRequest = new PingRequest();
+            Func<QueryTower.QueryTowerClient, int, Task> recommend = (c, i) =>
+                c.RecommendAsync(recommendRequests[i % recommendRequests.Length], deadline: DateTime.UtcNow.AddSeconds(5)).ResponseAsync;
+            Func<QueryTower.QueryTowerClient, int, Task> ping = (c, i) => c.PingAsync(pingRequest, deadline: DateTime.UtcNow.AddSeconds(5)).ResponseAsync;
 
-            await ClosedLoop(clients, callers, 3, recommend); // warm-up: JIT tiers, connections, GC heaps
-            await ClosedLoop(clients, callers, 3, ping);
+            // Warm-up (JIT tiers, connections, GC heaps), which also measures what the generator allocates per call.
+            long allocatedBefore = GC.GetTotalAllocatedBytes();
+            var warmRecommend = await ClosedLoop(clients, callers, 3, recommend);
+            var warmPing = await ClosedLoop(clients, callers, 3, ping);
+            long bytesPerCall = (GC.GetTotalAllocatedBytes() - allocatedBefore) / Math.Max(1, (long)((warmRecommend.Rps + warmPing.Rps) * 3));
+            BenchEnvironment.Log($"the generator allocates about {bytesPerCall / 1024.0:F1} KB per call");
             // The two alternate for a few rounds and each reports its best round, so neither gains from going second.
             Stats? recommendStats = null, ceilingStats = null;
             for (int round = 0; round < rounds; round++)
@@ -80,30 +86,34 @@ public static class RecommendBenchmark
                 recommendStats = recommendStats is null || r.Rps > recommendStats.Rps ? r : recommendStats;
             }
             var processes = new[] { ("generator", Process.GetCurrentProcess()), ("query", query), ("candidate", candidate) };
-            var cpuBefore = CpuTimes(processes);
-            var cpuClock = Stopwatch.StartNew();
-            var (half, halfFromSend) = await OpenLoop(clients, recommendStats!.Rps / 2, seconds, recommend);
-            var halfCpu = CoresUsed(processes, cpuBefore, cpuClock.Elapsed);
-            BenchEnvironment.Log($"cores busy at half load: {string.Join(", ", halfCpu.Select(c => $"{c.Key} {c.Value:F2}"))} of {Environment.ProcessorCount}");
+            // Each open-loop phase also reports the cores each process kept busy: at a fixed rate, CPU per request is a
+            // steadier measure of a change than the tail, which moves with this machine's noise.
+            async Task<(Stats FromSchedule, Stats FromSend, Dictionary<string, double> Cores)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call)
+            {
+                var before = CpuTimes(processes);
+                var clock = Stopwatch.StartNew();
+                var (fromSchedule, fromSend) = await OpenLoop(clients, rate, seconds, call, bytesPerCall);
+                return (fromSchedule, fromSend, CoresUsed(processes, before, clock.Elapsed));
+            }
+            static string Describe(Dictionary<string, double> cores) =>
+                string.Join(", ", cores.Select(c => $"{c.Key} {c.Value:F2}")) + $" of {Environment.ProcessorCount}";
+            static JsonObject CoresJson(Dictionary<string, double> cores) =>
+                new(cores.Select(c => KeyValuePair.Create(c.Key, (JsonNode?)Math.Round(c.Value, 2))));
+            var (half, halfFromSend, halfCpu) = await Phase(recommendStats!.Rps / 2, recommend);
+            BenchEnvironment.Log($"cores busy at half load: {Describe(halfCpu)}");
             BenchEnvironment.Log($"Recommend at half load ({recommendStats.Rps / 2:N0}/s), from schedule: {half}");
             BenchEnvironment.Log($"Recommend at half load, from send: {halfFromSend}");
             // The baseline for the latency: the ceiling's two hops at the same rate, in the same run.
-            var (ceilingHalf, _) = await OpenLoop(clients, recommendStats.Rps / 2, seconds, ping);
-            BenchEnvironment.Log($"ceiling at the same rate, from schedule: {ceilingHalf}");
+            var (ceilingHalf, _, ceilingCpu) = await Phase(recommendStats.Rps / 2, ping);
+            BenchEnvironment.Log($"ceiling at the same rate, from schedule: {ceilingHalf}; cores busy: {Describe(ceilingCpu)}");
             var openLoop = new JsonArray();
-            foreach (var fraction in loadFractions)
+            foreach (var (key, value, rate) in loadFractions.Select(f => ("fraction", f, recommendStats.Rps * f)).Concat(rates.Select(r => ("rate", r, r))))
             {
-                var (f, fs) = await OpenLoop(clients, recommendStats.Rps * fraction, seconds, recommend);
-                BenchEnvironment.Log($"Recommend at {fraction:P0} load, from schedule: {f}");
-                BenchEnvironment.Log($"Recommend at {fraction:P0} load, from send: {fs}");
-                openLoop.Add(new JsonObject { ["fraction"] = fraction, ["from_schedule"] = f.ToJson(), ["from_send"] = fs.ToJson() });
-            }
-            foreach (var rate in rates)
-            {
-                var (f, fs) = await OpenLoop(clients, rate, seconds, recommend);
-                BenchEnvironment.Log($"Recommend at {rate:N0}/s, from schedule: {f}");
-                BenchEnvironment.Log($"Recommend at {rate:N0}/s, from send: {fs}");
-                openLoop.Add(new JsonObject { ["rate"] = rate, ["from_schedule"] = f.ToJson(), ["from_send"] = fs.ToJson() });
+                var (f, fs, cores) = await Phase(rate, recommend);
+                string name = key == "fraction" ? $"{value:P0} load" : $"{rate:N0}/s";
+                BenchEnvironment.Log($"Recommend at {name}, from schedule: {f}");
+                BenchEnvironment.Log($"Recommend at {name}, from send: {fs}; cores busy: {Describe(cores)}");
+                openLoop.Add(new JsonObject { [key] = value, ["from_schedule"] = f.ToJson(), ["from_send"] = fs.ToJson(), ["cores_busy"] = CoresJson(cores) });
             }
             foreach (var c in clients)
             {
@@ -132,7 +142,8 @@ public static class RecommendBenchmark
                 ["half_load"] = half.ToJson(),
                 ["half_load_from_send"] = halfFromSend.ToJson(),
                 ["ceiling_half_load"] = ceilingHalf.ToJson(),
-                ["half_load_cores_busy"] = new JsonObject(halfCpu.Select(c => KeyValuePair.Create(c.Key, (JsonNode?)Math.Round(c.Value, 2)))),
+                ["half_load_cores_busy"] = CoresJson(halfCpu),
+                ["ceiling_half_load_cores_busy"] = CoresJson(ceilingCpu),
                 ["open_loop"] = openLoop,
                 ["inline_io"] = inlineIO,
                 ["service_environment"] = new JsonObject(serviceEnvironment.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
@@ -329,15 +340,55 @@ public static class RecommendBenchmark
     /// as wrk2): one pacer thread wakes every millisecond and sends the requests that have come due since, spread over the
     /// channels, so the load arrives in small even steps rather than in the bursts of late timer wake-ups. Latency
     /// counts from when a request was due, so a late send is charged (no coordinated omission); the latency from the
-    /// actual send is reported beside it.
+    /// actual send is reported beside it. The phase runs in a no-GC region sized from <paramref name="bytesPerCall"/>
+    /// when the runtime grants one, so the generator's own collections (pauses of a few milliseconds in which no answer
+    /// is read and no request sent) are not charged to the services; theirs are.
     /// </summary>
+    private static async Task<(Stats FromSchedule, Stats FromSend)> OpenLoop(RetrievalClient[] clients, double rate, double seconds,
+        Func<QueryTower.QueryTowerClient, int, Task> call, long bytesPerCall)
+    {
+        bool noGC = StartNoGCRegion((long)(rate * seconds) * bytesPerCall * 2);
+        try
+        {
+            return await OpenLoop(clients, rate, seconds, call);
+        }
+        finally
+        {
+            if (noGC && System.Runtime.GCSettings.LatencyMode == System.Runtime.GCLatencyMode.NoGCRegion)
+            {
+                GC.EndNoGCRegion();
+            }
+            else if (noGC)
+            {
+                BenchEnvironment.Log("the generator allocated more than its no-GC region: it collected during the phase");
+            }
+        }
+    }
+
+    /// <summary>Asks the runtime not to collect until <paramref name="bytes"/> (capped at 4 GiB) are allocated.</summary>
+    private static bool StartNoGCRegion(long bytes)
+    {
+        try
+        {
+            return GC.TryStartNoGCRegion(Math.Clamp(bytes, 16L << 20, 4L << 30));
+        }
+        catch (ArgumentOutOfRangeException)
+        {
+            return false; // more than this runtime's GC grants in one region: the phase runs with ordinary collections
+        }
+    }
+
     private static async Task<(Stats FromSchedule, Stats FromSend)> OpenLoop(RetrievalClient[] clients, double rate, double seconds,
         Func<QueryTower.QueryTowerClient, int, Task> call)
     {
         int total = (int)(rate * seconds);
         var fromDue = new double[total];
         var fromSend = new double[total];
-        var inflight = new Task[total];
+        // Calls are counted down rather than kept: holding every call's task would have each one survive the
+        // generator's collections, whose pauses would then be charged to the services.
+        int pending = total;
+        var allDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Exception? unexpected = null;
         long errors = 0;
         var clock = Stopwatch.StartNew();
 
@@ -351,10 +402,21 @@ public static class RecommendBenchmark
                 fromDue[index] = (done - dueAt) * 1000;
                 fromSend[index] = (done - sendAt) * 1000;
             }
-            catch (Grpc.Core.RpcException)
+            catch (Exception e)
             {
+                if (e is not Grpc.Core.RpcException)
+                {
+                    Interlocked.CompareExchange(ref unexpected, e, null);
+                }
                 Interlocked.Increment(ref errors);
                 fromDue[index] = fromSend[index] = double.NaN;
+            }
+            finally
+            {
+                if (Interlocked.Decrement(ref pending) == 0)
+                {
+                    allDone.SetResult();
+                }
             }
         }
 
@@ -367,7 +429,7 @@ public static class RecommendBenchmark
                 double now = clock.Elapsed.TotalSeconds;
                 for (; next < total && next / rate <= now; next++)
                 {
-                    inflight[next] = Send(next, next / rate);
+                    _ = Send(next, next / rate);
                 }
                 Thread.Sleep(1);
             }
@@ -375,7 +437,14 @@ public static class RecommendBenchmark
         { IsBackground = true, Name = "open-loop pacer", Priority = ThreadPriority.AboveNormal };
         pacer.Start();
         await Task.Run(pacer.Join);
-        await Task.WhenAll(inflight);
+        if (total > 0)
+        {
+            await allDone.Task;
+        }
+        if (unexpected is not null)
+        {
+            throw new InvalidOperationException("a benchmark call failed unexpectedly", unexpected);
+        }
         double elapsed = clock.Elapsed.TotalSeconds;
         Interlocked.Add(ref _errors, errors);
         return (Stats.Of([.. fromDue.Where(double.IsFinite)], elapsed, errors), Stats.Of([.. fromSend.Where(double.IsFinite)], elapsed, errors));
