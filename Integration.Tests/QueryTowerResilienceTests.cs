@@ -8,6 +8,27 @@ namespace Retrieval.Integration.Tests;
 public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixture<TrainedModelsFixture>
 {
     [Fact]
+    public async Task NoTimeLeftForTheCandidateTower_RecommendAnswersTheFallbackWithoutCallingIt()
+    {
+        // A reserve longer than the caller's deadline: the search deadline has passed on arrival, as it has for a
+        // request that queued in an overloaded service.
+        var models = shared.Models.NewModelsFolder(out var version);
+        using var pair = new ServingPair(models, "--Recommend:FallbackReserveMs", "5000");
+        await pair.WaitAsync();
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), MaxAttempts = 1 });
+        var clock = Stopwatch.StartNew();
+        var answer = await client.RecommendAsync("1", 10, deadline: DateTime.UtcNow.AddSeconds(3));
+        Assert.True(answer.Degraded);
+        Assert.Equal("no time left to ask the candidate tower", answer.DegradedReason);
+        Assert.Equal(10, answer.Movies.Count);
+        Assert.Equal(version, answer.ModelVersion);
+        Assert.True(clock.ElapsedMilliseconds < 2000, $"the fallback took {clock.ElapsedMilliseconds} ms");
+        // With time left, the same service searches as usual.
+        var normal = await client.RecommendAsync("1", 10, deadline: DateTime.UtcNow.AddSeconds(30));
+        Assert.False(normal.Degraded, normal.DegradedReason);
+    }
+
+    [Fact]
     public async Task CandidateTowerStopped_RecommendIsDegradedWithinTheDeadline_ThenRecoversWhenItReturns()
     {
         var models = shared.Models.NewModelsFolder(out var version);

@@ -108,6 +108,12 @@ public sealed class CandidateSearch
     public async Task<SearchOutcome> TopKAsync(float[] embedding, string version, int k, IReadOnlyCollection<int> exclude, DateTime deadline,
         CancellationToken cancellation)
     {
+        if (deadline <= DateTime.UtcNow)
+        {
+            // The request waited so long (an overloaded service) that no time is left to ask: the fallback, without a
+            // call doomed to miss its deadline, so an overload sheds work instead of adding to it.
+            return new SearchOutcome([], version, SearchFailure.Unavailable, NoTimeLeft);
+        }
         var pending = new Pending(embedding, k, exclude, deadline, cancellation);
         if (_maxConcurrentCalls == 0)
         {
@@ -148,6 +154,9 @@ public sealed class CandidateSearch
             throw new RpcException(new Status(StatusCode.Cancelled, "the caller cancelled"));
         }
     }
+
+    /// <summary>The degraded reason of a query whose deadline had passed before it could be sent.</summary>
+    public const string NoTimeLeft = "no time left to ask the candidate tower";
 
     /// <summary>One query of a batched call and where its answer goes.</summary>
     private sealed class Pending(float[] embedding, int k, IReadOnlyCollection<int> exclude, DateTime deadline, CancellationToken cancellation)
@@ -313,6 +322,10 @@ public sealed class CandidateSearch
     public async Task<(CandidateStream? Stream, SearchOutcome Outcome)> OpenTopKStreamAsync(float[] embedding, string version, int k,
         IEnumerable<int> exclude, DateTime deadline, CancellationToken cancellation)
     {
+        if (deadline <= DateTime.UtcNow)
+        {
+            return (null, new SearchOutcome([], version, SearchFailure.Unavailable, NoTimeLeft));
+        }
         var request = new TopKRequest { K = k, ModelVersion = version };
         request.Embedding.AddRange(embedding);
         request.ExcludeMovieIds.AddRange(exclude);
