@@ -500,7 +500,7 @@ public static class RecommendBenchmark
                 {
                     _ = Send(next, next / rate);
                 }
-                Pacing.Tick();
+                Thread.Sleep(1);
             }
         })
         { IsBackground = true, Name = "open-loop pacer", Priority = ThreadPriority.AboveNormal };
@@ -519,25 +519,4 @@ public static class RecommendBenchmark
         ReportFailures();
         return (Stats.Of([.. fromDue.Where(double.IsFinite)], elapsed, errors), Stats.Of([.. fromSend.Where(double.IsFinite)], elapsed, errors));
     }
-}
-
-/// <summary>The open-loop pacer's sleep between sends: a quarter millisecond on Linux (nanosleep), else Thread.Sleep(1).</summary>
-internal static partial class Pacing
-{
-    private static readonly bool Fine = OperatingSystem.IsLinux();
-
-    public static void Tick()
-    {
-        if (Fine)
-        {
-            _ = usleep(250);
-        }
-        else
-        {
-            Thread.Sleep(1);
-        }
-    }
-
-    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "usleep")]
-    private static partial int usleep(uint microseconds);
 }
