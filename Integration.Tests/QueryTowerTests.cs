@@ -119,6 +119,9 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
         double queries = Value("retrieval_query_candidate_batch_size_sum"), calls = Value("retrieval_query_candidate_batch_size_count");
         Assert.True(queries >= cases.Count, $"{queries} queries counted");
         Assert.True(calls < queries, $"{calls} calls for {queries} queries: nothing was batched");
+        // The runtime's metrics are served beside the service's: collections and their pauses.
+        Assert.Contains(scrape, l => l.StartsWith("dotnet_gc_pause_time_seconds_total", StringComparison.Ordinal));
+        Assert.Contains(scrape, l => l.StartsWith("dotnet_gc_collections_total", StringComparison.Ordinal));
     }
 
     [Fact]

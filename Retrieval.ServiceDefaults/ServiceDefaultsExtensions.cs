@@ -50,6 +50,9 @@ public static class ServiceDefaultsExtensions
         builder.Services.AddOpenTelemetry().WithMetrics(metrics =>
         {
             metrics.AddMeter(ModelStore.Meter.Name);
+            // The runtime's own: collections and their pause time, thread-pool queue and threads, CPU time. A service's
+            // latency tail follows its collections (README, Speed).
+            metrics.AddMeter("System.Runtime");
             foreach (var meter in meters)
             {
                 metrics.AddMeter(meter);
