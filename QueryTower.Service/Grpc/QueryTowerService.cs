@@ -233,7 +233,7 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
         var input = request.CarriesActivity ? request.Input
             : request.Input with { Activity = artifact.History.ActivityAt(request.Input.UserId, request.Input.Timestamp) };
         var embedding = artifact.QueryTower.Embed(input);
-        var users = artifact.QueryTower.Features.OfType<UserIdFeature>().FirstOrDefault();
+        var users = model.UserIds;
         bool known = users is not null ? users.Lookup[input.UserId] != 0 : artifact.History.Contains(input.UserId);
         if (!known)
         {

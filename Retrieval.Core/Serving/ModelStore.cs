@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using Retrieval.Core.Artifact;
+using Retrieval.Core.Features;
 
 namespace Retrieval.Core.Serving;
 
@@ -14,9 +15,13 @@ public sealed class LoadedModel
     {
         Artifact = artifact;
         LoadedAt = loadedAt;
+        UserIds = artifact.QueryTower.Features.OfType<UserIdFeature>().FirstOrDefault();
     }
 
     public ModelArtifact Artifact { get; }
+
+    /// <summary>The query tower's user-id feature, when it has one (whether a user is known), resolved once per model.</summary>
+    public UserIdFeature? UserIds { get; }
     public string Version => Artifact.Version;
     public DateTimeOffset LoadedAt { get; }
 
