@@ -119,6 +119,27 @@ public class CandidateTowerTests(CandidateTowerFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task BatchTopK_WithOmitTitles_AnswersTheSameMoviesWithoutTitles()
+    {
+        var request = new BatchTopKRequest { K = 15 };
+        for (int i = 0; i < 3; i++)
+        {
+            var q = new TopKQuery();
+            q.Embedding.AddRange(QueryOf(i * 7 + 1));
+            request.Queries.Add(q);
+        }
+        var withTitles = await Client.BatchTopKAsync(request);
+        request.OmitTitles = true;
+        var without = await Client.BatchTopKAsync(request);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(withTitles.Results[i].Results.Select(r => (r.MovieId, r.Score, r.Rank)), without.Results[i].Results.Select(r => (r.MovieId, r.Score, r.Rank)));
+            Assert.All(withTitles.Results[i].Results, r => Assert.NotEmpty(r.Title));
+            Assert.All(without.Results[i].Results, r => Assert.Empty(r.Title));
+        }
+    }
+
+    [Fact]
     public async Task GetIndexInfo_DescribesTheLoadedVersion()
     {
         var info = await Client.GetIndexInfoAsync(new GetIndexInfoRequest());

@@ -69,6 +69,10 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
         Assert.Equal(fixture.Models.Version, answer.ModelVersion);
         Assert.Equal(Offline(user, at, 20), answer.Movies.Select(m => m.MovieId));
         Assert.Equal(Enumerable.Range(1, 20), answer.Movies.Select(m => m.Rank));
+        // The candidate tower sends no titles to the query tower; the answer still has each movie's own.
+        var titleOf = fixture.Artifact.Catalogue.ToDictionary(m => m.Id, m => m.Title);
+        Assert.All(answer.Movies, m => Assert.Equal(titleOf[m.MovieId], m.Title));
+        Assert.All(answer.Movies, m => Assert.NotEmpty(m.Title));
     }
 
     [Fact]

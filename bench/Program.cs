@@ -54,9 +54,10 @@ var serviceEnv = new Option<string[]>("--service-env")
     HelpName = "NAME=VALUE",
     AllowMultipleArgumentsPerToken = false,
 };
+var noH2Load = new Option<bool>("--no-h2load") { Description = "Skip the half-load phases driven by h2load even when nghttp2's h2load is installed" };
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
 {
-    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv,
+    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, noH2Load,
 };
 recommend.SetAction(async (result, ct) =>
 {
@@ -65,7 +66,8 @@ recommend.SetAction(async (result, ct) =>
     var environment = (result.GetValue(serviceEnv) ?? []).Select(e => e.Split('=', 2) is [{ Length: > 0 } name, var value]
         ? KeyValuePair.Create(name, value) : throw new ArgumentException($"--service-env: '{e}' is not NAME=VALUE")).ToDictionary();
     return Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds), Math.Max(1, result.GetValue(callers)),
-        Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline), fixedRates, environment),
+        Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline), fixedRates, environment,
+        !result.GetValue(noH2Load)),
         result.GetValue(json));
 });
 root.Subcommands.Add(recommend);

@@ -24,7 +24,7 @@ public static class RecommendBenchmark
 {
     public static async Task<JsonObject> RunAsync(string? dataDir, double seconds, int callers, int channels, int rounds = 3,
         IReadOnlyList<double>? loadFractions = null, bool inlineIO = false, IReadOnlyList<double>? rates = null,
-        IReadOnlyDictionary<string, string>? serviceEnvironment = null)
+        IReadOnlyDictionary<string, string>? serviceEnvironment = null, bool useH2Load = true)
     {
         serviceEnvironment ??= new Dictionary<string, string>();
         _stopping = false; // one benchmark's state: a second run in the same process starts clean
@@ -89,23 +89,29 @@ public static class RecommendBenchmark
             var processes = new[] { ("generator", Process.GetCurrentProcess()), ("query", query), ("candidate", candidate) };
             // Each open-loop phase also reports the cores each process kept busy: at a fixed rate, CPU per request is a
             // steadier measure of a change than the tail, which moves with this machine's noise.
-            async Task<(Stats FromSchedule, Stats FromSend, Dictionary<string, double> Cores)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call)
+            // An open-loop run that, when calls failed, probes a new connection (to tell a stuck service from stuck callers'
+            // connections) and then reconnects, so a generator that fell behind does not carry its backed-up connections
+            // into the next phase.
+            async Task<(Stats FromSchedule, Stats FromSend)> OpenLoopThenRecover(double rate, double phaseSeconds, Func<QueryTower.QueryTowerClient, int, Task> call)
             {
-                var before = CpuTimes(processes);
-                var clock = Stopwatch.StartNew();
-                var (fromSchedule, fromSend) = await OpenLoop(clients, rate, seconds, call, bytesPerCall);
-                var cores = CoresUsed(processes, before, clock.Elapsed);
-                if (fromSchedule.Errors > 0)
+                var result = await OpenLoop(clients, rate, phaseSeconds, call, bytesPerCall);
+                if (result.FromSchedule.Errors > 0)
                 {
                     await ProbeFreshConnection(address, recommendRequests[0]);
-                    // A generator that fell behind can leave its connections backed up into the next phase: start afresh.
                     foreach (var old in clients)
                     {
                         old.Dispose();
                     }
                     clients = Connect();
                 }
-                return (fromSchedule, fromSend, cores);
+                return result;
+            }
+            async Task<(Stats FromSchedule, Stats FromSend, Dictionary<string, double> Cores)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call)
+            {
+                var before = CpuTimes(processes);
+                var clock = Stopwatch.StartNew();
+                var (fromSchedule, fromSend) = await OpenLoopThenRecover(rate, seconds, call);
+                return (fromSchedule, fromSend, CoresUsed(processes, before, clock.Elapsed));
             }
             static string Describe(Dictionary<string, double> cores) =>
                 string.Join(", ", cores.Select(c => $"{c.Key} {c.Value:F2}")) + $" of {Environment.ProcessorCount}";
@@ -113,7 +119,7 @@ public static class RecommendBenchmark
                 new(cores.Select(c => KeyValuePair.Create(c.Key, (JsonNode?)Math.Round(c.Value, 2))));
             // An unmeasured open-loop run first: the closed loop leaves the services' thread pools grown and the generator's
             // open-loop code untiered, which would be charged to whichever open-loop phase came first.
-            await OpenLoop(clients, recommendStats!.Rps / 2, Math.Min(seconds, 3), recommend, bytesPerCall);
+            await OpenLoopThenRecover(recommendStats!.Rps / 2, Math.Min(seconds, 3), recommend);
             var (half, halfFromSend, halfCpu) = await Phase(recommendStats.Rps / 2, recommend);
             BenchEnvironment.Log($"cores busy at half load: {Describe(halfCpu)}");
             BenchEnvironment.Log($"Recommend at half load ({recommendStats.Rps / 2:N0}/s), from schedule: {half}");
@@ -121,6 +127,45 @@ public static class RecommendBenchmark
             // The baseline for the latency: the ceiling's two hops at the same rate, in the same run.
             var (ceilingHalf, _, ceilingCpu) = await Phase(recommendStats.Rps / 2, ping);
             BenchEnvironment.Log($"ceiling at the same rate, from schedule: {ceilingHalf}; cores busy: {Describe(ceilingCpu)}");
+            // The same two phases with h2load as the generator (when installed): a fraction of the CPU the .NET generator
+            // takes, so they come closer to what the services do with their callers elsewhere.
+            JsonObject? lean = null;
+            var h2load = useH2Load ? H2Load.Find() : null;
+            if (h2load is not null)
+            {
+                double rate = recommendStats.Rps / 2;
+                long recommendBytes = 5 + (await clients[0].Raw.RecommendAsync(recommendRequests[0], deadline: DateTime.UtcNow.AddSeconds(5))).CalculateSize();
+                long pingBytes = 5 + (await clients[0].Raw.PingAsync(pingRequest, deadline: DateTime.UtcNow.AddSeconds(5))).CalculateSize();
+                async Task<(H2Load.Result Result, Dictionary<string, double> Cores)> LeanPhase(string method, Google.Protobuf.IMessage request,
+                    long responseBytes, double phaseSeconds)
+                {
+                    var before = CpuTimes(processes);
+                    var clock = Stopwatch.StartNew();
+                    var result = await Task.Run(() => H2Load.Run(h2load, work, $"{address}retrieval.v1.QueryTower/{method}", H2Load.Frame(request),
+                        responseBytes, rate, phaseSeconds));
+                    var cores = CoresUsed(processes, before, clock.Elapsed);
+                    cores["h2load"] = result.GeneratorCores;
+                    cores.Remove("generator");
+                    return (result, cores);
+                }
+                await LeanPhase("Recommend", recommendRequests[0], recommendBytes, Math.Min(seconds, 3)); // unmeasured, as above
+                var (leanHalf, leanHalfCores) = await LeanPhase("Recommend", recommendRequests[0], recommendBytes, seconds);
+                BenchEnvironment.Log($"h2load: Recommend at half load ({rate:N0}/s), from send: {leanHalf.Stats}; cores busy: {Describe(leanHalfCores)}");
+                var (leanCeiling, leanCeilingCores) = await LeanPhase("Ping", pingRequest, pingBytes, seconds);
+                BenchEnvironment.Log($"h2load: ceiling at the same rate, from send: {leanCeiling.Stats}; cores busy: {Describe(leanCeilingCores)}");
+                lean = new JsonObject
+                {
+                    ["connections"] = H2Load.Connections(rate),
+                    ["half_load"] = leanHalf.Stats.ToJson(),
+                    ["ceiling_half_load"] = leanCeiling.Stats.ToJson(),
+                    ["half_load_cores_busy"] = CoresJson(leanHalfCores),
+                    ["ceiling_half_load_cores_busy"] = CoresJson(leanCeilingCores),
+                };
+            }
+            else if (useH2Load)
+            {
+                BenchEnvironment.Log("h2load not found (Debian: apt-get install nghttp2-client): its phases are skipped");
+            }
             var openLoop = new JsonArray();
             foreach (var (key, value, rate) in loadFractions.Select(f => ("fraction", f, recommendStats.Rps * f)).Concat(rates.Select(r => ("rate", r, r))))
             {
@@ -159,6 +204,7 @@ public static class RecommendBenchmark
                 ["ceiling_half_load"] = ceilingHalf.ToJson(),
                 ["half_load_cores_busy"] = CoresJson(halfCpu),
                 ["ceiling_half_load_cores_busy"] = CoresJson(ceilingCpu),
+                ["h2load"] = lean,
                 ["open_loop"] = openLoop,
                 ["inline_io"] = inlineIO,
                 ["service_environment"] = new JsonObject(serviceEnvironment.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
@@ -415,7 +461,7 @@ public static class RecommendBenchmark
         bool noGC = StartNoGCRegion((long)(rate * seconds) * bytesPerCall * 2);
         try
         {
-            return await OpenLoop(clients, rate, seconds, call);
+            return await SendOnSchedule(clients, rate, seconds, call);
         }
         finally
         {
@@ -443,7 +489,8 @@ public static class RecommendBenchmark
         }
     }
 
-    private static async Task<(Stats FromSchedule, Stats FromSend)> OpenLoop(RetrievalClient[] clients, double rate, double seconds,
+    /// <summary>The open loop itself (see <see cref="OpenLoop"/>), without the no-GC region.</summary>
+    private static async Task<(Stats FromSchedule, Stats FromSend)> SendOnSchedule(RetrievalClient[] clients, double rate, double seconds,
         Func<QueryTower.QueryTowerClient, int, Task> call)
     {
         int total = (int)(rate * seconds);

@@ -25,7 +25,8 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
         ValidateK(request.K);
         using var lease = Acquire(request.ModelVersion);
         ValidateQuery(lease.Model, request.Embedding, request.ExcludeMovieIds, "");
-        var results = Search(lease.Model, request.Embedding, request.ExcludeMovieIds, request.K, out long scanned);
+        var results = new List<ScoredMovie>();
+        long scanned = Search(lease.Model, request.Embedding, request.ExcludeMovieIds, request.K, results);
         metrics.Scanned(scanned);
         // Sent with the first message rather than flushed on their own.
         context.GetHttpContext().Response.Headers.Append(VersionHeader, lease.Model.Version);
@@ -55,29 +56,25 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
         ValidateK(request.K);
         using var lease = Acquire(request.ModelVersion);
         var response = new BatchTopKResponse { ModelVersion = lease.Model.Version };
-        var lists = new List<ScoredMovie>[request.Queries.Count];
-        var counts = new long[request.Queries.Count];
         // Validate every query first so a bad one fails the call before any work.
         for (int i = 0; i < request.Queries.Count; i++)
         {
             ValidateQuery(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, $"queries[{i}].");
+            response.Results.Add(new TopKResult());
         }
+        long scanned = 0;
         if (request.Queries.Count == 1)
         {
-            lists[0] = Search(lease.Model, request.Queries[0].Embedding, request.Queries[0].ExcludeMovieIds, request.K, out counts[0]);
+            scanned = Search(lease.Model, request.Queries[0].Embedding, request.Queries[0].ExcludeMovieIds, request.K, response.Results[0].Results,
+                titles: !request.OmitTitles);
         }
         else
         {
             Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = _options.EffectiveParallelism }, i =>
-                lists[i] = Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K, out counts[i], parallelism: 1));
+                Interlocked.Add(ref scanned, Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K,
+                    response.Results[i].Results, titles: !request.OmitTitles, parallelism: 1)));
         }
-        foreach (var list in lists)
-        {
-            var result = new TopKResult();
-            result.Results.AddRange(list);
-            response.Results.Add(result);
-        }
-        metrics.Scanned(counts.Sum());
+        metrics.Scanned(scanned);
         return Task.FromResult(response);
     }
 
@@ -148,9 +145,12 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
         }
     }
 
-    /// <summary>The top K of a query already checked by <see cref="ValidateQuery"/>.</summary>
-    private List<ScoredMovie> Search(LoadedModel model, IList<float> embedding, IList<int> exclusions, int k,
-        out long scanned, int parallelism = 0)
+    /// <summary>
+    /// The top K of a query already checked by <see cref="ValidateQuery"/>, best first, added to <paramref name="into"/>
+    /// (with their titles unless <paramref name="titles"/> is false); returns the candidates scanned.
+    /// </summary>
+    private long Search(LoadedModel model, IList<float> embedding, IList<int> exclusions, int k, ICollection<ScoredMovie> into,
+        bool titles = true, int parallelism = 0)
     {
         var artifact = model.Artifact;
         int dim = artifact.Candidates.Dim;
@@ -176,14 +176,12 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
         {
             int found = ExactSearch.TopK(artifact.Candidates, query, k, buffer, exclude,
                 parallelism > 0 ? parallelism : _options.EffectiveParallelism);
-            scanned = artifact.Candidates.Count;
-            var results = new List<ScoredMovie>(found);
             for (int i = 0; i < found; i++)
             {
                 var c = buffer[i];
-                results.Add(new ScoredMovie { Rank = i + 1, MovieId = c.Id, Title = artifact.Catalogue[c.Row].Title, Score = c.Score });
+                into.Add(new ScoredMovie { Rank = i + 1, MovieId = c.Id, Title = titles ? artifact.Catalogue[c.Row].Title : "", Score = c.Score });
             }
-            return results;
+            return artifact.Candidates.Count;
         }
         finally
         {

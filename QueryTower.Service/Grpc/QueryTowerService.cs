@@ -67,7 +67,10 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
                 {
                     if (!excluded.Contains(movie.MovieId))
                     {
-                        movie.Rank = ++rank; // the parsed candidate answer is this call's own: passed on, not copied
+                        // The parsed candidate answer is this call's own: passed on, not copied. It came without titles
+                        // (BatchTopK's omit_titles): this model version's catalogue has them, as strings already in memory.
+                        movie.Rank = ++rank;
+                        movie.Title = Title(lease.Model, movie.MovieId);
                         response.Movies.Add(movie);
                         if (rank == request.K)
                         {
@@ -341,7 +344,7 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
         for (int i = 0; i < manifest.PopularMovieIds.Length && rank < k; i++)
         {
             int id = manifest.PopularMovieIds[i];
-            if (excluded.Contains(id) || !model.Artifact.RowOfMovieId.TryGetValue(id, out var row))
+            if (excluded.Contains(id) || !model.Artifact.RowOfMovieId.ContainsKey(id))
             {
                 continue;
             }
@@ -349,11 +352,15 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
             {
                 Rank = ++rank,
                 MovieId = id,
-                Title = model.Artifact.Catalogue[row].Title,
+                Title = Title(model, id),
                 Score = i < manifest.PopularMovieCounts.Length ? manifest.PopularMovieCounts[i] : 0,
             };
         }
     }
+
+    /// <summary>A movie's title in the model's catalogue (empty for an id it does not hold).</summary>
+    private static string Title(LoadedModel model, int movieId) =>
+        model.Artifact.RowOfMovieId.TryGetValue(movieId, out var row) ? model.Artifact.Catalogue[row].Title : "";
 
     private RpcException Invalid(string message)
     {

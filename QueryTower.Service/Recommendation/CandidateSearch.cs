@@ -28,7 +28,7 @@ public sealed class CandidateStream(AsyncServerStreamingCall<TopKResponse> call,
     public void Dispose() => call.Dispose();
 }
 
-/// <summary>A candidate search's answer, or why there is none.</summary>
+/// <summary>A candidate search's answer (the movies of a batched search without titles: see TopKAsync), or why there is none.</summary>
 public sealed record SearchOutcome(IReadOnlyList<ScoredMovie> Movies, string Version, SearchFailure Failure, string Reason);
 
 /// <summary>
@@ -103,7 +103,8 @@ public sealed class CandidateSearch
     /// are in flight, further queries wait and go together in the next call as each one returns, so a loaded service
     /// makes fewer, larger calls and a quiet one adds no wait. A batch is retried, timed and counted by the breaker as
     /// one call; each query still answers within its own deadline and stops waiting when its caller cancels, and the
-    /// call is cancelled when all of them have.
+    /// call is cancelled when all of them have. The movies come without titles (BatchTopK's omit_titles): the caller
+    /// holds the version's catalogue, and the titles would cost both towers string encoding and decoding per movie.
     /// </summary>
     public async Task<SearchOutcome> TopKAsync(float[] embedding, string version, int k, IReadOnlyCollection<int> exclude, DateTime deadline,
         CancellationToken cancellation)
@@ -270,7 +271,8 @@ public sealed class CandidateSearch
     /// <summary>One BatchTopK call for the queries (K the largest asked, each answer cut to its own K), inside the pipeline.</summary>
     private async Task<SearchOutcome[]> SearchAsync(string version, List<Pending> batch, CancellationToken cancellation)
     {
-        var request = new BatchTopKRequest { K = batch.Max(p => p.K), ModelVersion = version };
+        // No titles: the caller fills them in from its own copy of this version's catalogue.
+        var request = new BatchTopKRequest { K = batch.Max(p => p.K), ModelVersion = version, OmitTitles = true };
         foreach (var pending in batch)
         {
             var query = new TopKQuery();
