@@ -1,10 +1,12 @@
 using System.Buffers;
+using System.Diagnostics;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Microsoft.Extensions.Options;
 using Retrieval.CandidateTower.Search;
 using Retrieval.Core.Search;
 using Retrieval.Core.Serving;
+using Retrieval.ServiceDefaults;
 using Retrieval.V1;
 
 namespace Retrieval.CandidateTower.Grpc;
@@ -14,7 +16,7 @@ namespace Retrieval.CandidateTower.Grpc;
 /// holds a lease on the version it searches, so a rollout never changes a version under it.
 /// </summary>
 public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOptions> options, SearchMetrics metrics,
-    ILogger<CandidateTowerService> log) : V1.CandidateTower.CandidateTowerBase
+    RequestMetrics requestMetrics, ILogger<CandidateTowerService> log) : V1.CandidateTower.CandidateTowerBase
 {
     public const string VersionHeader = "retrieval-model-version";
     private const string IndexKind = "exact-flat-ip";
@@ -43,7 +45,47 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
         }
     }
 
-    public override Task<BatchTopKResponse> BatchTopK(BatchTopKRequest request, ServerCallContext context)
+    public override Task<BatchTopKResponse> BatchTopK(BatchTopKRequest request, ServerCallContext context) => Task.FromResult(Answer(request));
+
+    /// <summary>
+    /// BatchTopK, message by message over one stream: each batch answered in order, a failed one with its status in
+    /// the answer (the stream carries on), each counted and timed in the request metrics as method BatchTopKStream.
+    /// </summary>
+    public override async Task BatchTopKStream(IAsyncStreamReader<BatchTopKStreamRequest> requestStream,
+        IServerStreamWriter<BatchTopKStreamResponse> responseStream, ServerCallContext context)
+    {
+        try
+        {
+            await AnswerEachAsync(requestStream, responseStream, context);
+        }
+        catch (Exception e) when (context.CancellationToken.IsCancellationRequested && e is OperationCanceledException or IOException)
+        {
+            // The caller closed the stream (it stopped, or gave up on a batch): nobody is left to answer.
+        }
+    }
+
+    private async Task AnswerEachAsync(IAsyncStreamReader<BatchTopKStreamRequest> requestStream,
+        IServerStreamWriter<BatchTopKStreamResponse> responseStream, ServerCallContext context)
+    {
+        while (await requestStream.MoveNext(context.CancellationToken))
+        {
+            long start = Stopwatch.GetTimestamp();
+            var answer = new BatchTopKStreamResponse();
+            try
+            {
+                answer.Batch = Answer(requestStream.Current.Batch ?? throw Invalid("batch must be set"));
+            }
+            catch (RpcException e)
+            {
+                answer.ErrorCode = (int)e.StatusCode;
+                answer.ErrorMessage = e.Status.Detail;
+            }
+            await responseStream.WriteAsync(answer, context.CancellationToken);
+            requestMetrics.Record(nameof(BatchTopKStream), ((StatusCode)answer.ErrorCode).ToString(), Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+        }
+    }
+
+    private BatchTopKResponse Answer(BatchTopKRequest request)
     {
         if (request.Queries.Count == 0)
         {
@@ -75,7 +117,7 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
                     response.Results[i].Results, titles: !request.OmitTitles, parallelism: 1)));
         }
         metrics.Scanned(scanned);
-        return Task.FromResult(response);
+        return response;
     }
 
     public override Task<IndexInfo> GetIndexInfo(GetIndexInfoRequest request, ServerCallContext context)

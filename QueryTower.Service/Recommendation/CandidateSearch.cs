@@ -37,7 +37,7 @@ public sealed record SearchOutcome(IReadOnlyList<ScoredMovie> Movies, string Ver
 /// client, so nothing retries twice), and a timeout per attempt. Every call carries the caller's deadline, less a
 /// reserve for the fallback, and the caller's cancellation.
 /// </summary>
-public sealed class CandidateSearch
+public sealed class CandidateSearch : IDisposable
 {
     private readonly CandidateTower.CandidateTowerClient _client;
     private readonly ResiliencePipeline _pipeline;
@@ -51,6 +51,13 @@ public sealed class CandidateSearch
     private readonly Dictionary<string, Queue<Pending>> _waiting = new(StringComparer.Ordinal);
     private int _inFlight;
 
+    // Batches go as messages on BatchTopKStream calls: the open ones not carrying a batch now (under _gate), at most one
+    // per call in flight; and whether the candidate tower turned out not to have the method.
+    private readonly bool _batchStream;
+    private readonly Stack<AsyncDuplexStreamingCall<BatchTopKStreamRequest, BatchTopKStreamResponse>> _idleStreams = new();
+    private volatile bool _streamUnimplemented;
+    private bool _disposed;
+
     /// <summary>Most exclusion ids one batched call carries (the candidate tower caps request bytes).</summary>
     private const int MaxBatchExclusions = 50_000;
 
@@ -63,6 +70,7 @@ public sealed class CandidateSearch
         var o = options.Value;
         _maxConcurrentCalls = o.MaxConcurrentCalls;
         _maxBatchSize = o.MaxBatchSize;
+        _batchStream = o.BatchStream && o.MaxConcurrentCalls > 0;
         _pipeline = new ResiliencePipelineBuilder()
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions
             {
@@ -292,7 +300,7 @@ public sealed class CandidateSearch
             {
                 try
                 {
-                    return await _client.BatchTopKAsync(request, deadline: deadline, cancellationToken: ct);
+                    return await CallAsync(request, deadline, ct);
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
                 {
@@ -313,6 +321,102 @@ public sealed class CandidateSearch
         catch (Exception e) when (Failure(e, version, cancellation) is { } failure)
         {
             return [.. batch.Select(_ => failure)];
+        }
+    }
+
+    /// <summary>
+    /// One batch: a message on an idle BatchTopKStream call (a new one when none is idle), or a BatchTopK call when
+    /// streams are off or the candidate tower lacks the method. The stream carries no deadline of its own: the
+    /// pipeline's per-attempt timeout and the callers' cancellation end a batch, and with it the stream it was on.
+    /// </summary>
+    private async Task<BatchTopKResponse> CallAsync(BatchTopKRequest request, DateTime deadline, CancellationToken ct)
+    {
+        if (!_batchStream || _streamUnimplemented)
+        {
+            return await _client.BatchTopKAsync(request, deadline: deadline, cancellationToken: ct);
+        }
+        var message = new BatchTopKStreamRequest { Batch = request };
+        var (stream, reused) = TakeStream();
+        BatchTopKStreamResponse answer;
+        try
+        {
+            answer = await ExchangeAsync(stream, message, ct);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Unimplemented)
+        {
+            _streamUnimplemented = true;
+            _log.LogWarning("The candidate tower has no BatchTopKStream (an older version?): batches go as BatchTopK calls");
+            return await _client.BatchTopKAsync(request, deadline: deadline, cancellationToken: ct);
+        }
+        catch (Exception) when (reused && !ct.IsCancellationRequested)
+        {
+            // A stream that sat idle can have broken meanwhile (the candidate tower restarted, the connection dropped):
+            // the batch goes once more on a new stream, within the same attempt, rather than failing on a stale one.
+            answer = await ExchangeAsync(OpenStream(), message, ct);
+        }
+        if (answer.ErrorCode != 0)
+        {
+            throw new RpcException(new Status((StatusCode)answer.ErrorCode, answer.ErrorMessage));
+        }
+        return answer.Batch ?? throw new RpcException(new Status(StatusCode.Internal, "the candidate tower answered a batch with nothing"));
+    }
+
+    /// <summary>Sends one batch on <paramref name="stream"/> and reads its answer; the stream goes back to the idle ones, or is closed if it failed.</summary>
+    private async Task<BatchTopKStreamResponse> ExchangeAsync(AsyncDuplexStreamingCall<BatchTopKStreamRequest, BatchTopKStreamResponse> stream,
+        BatchTopKStreamRequest message, CancellationToken ct)
+    {
+        BatchTopKStreamResponse answer;
+        try
+        {
+            await stream.RequestStream.WriteAsync(message, ct);
+            if (!await stream.ResponseStream.MoveNext(ct))
+            {
+                throw new RpcException(new Status(StatusCode.Unavailable, "the candidate tower ended the batch stream"));
+            }
+            answer = stream.ResponseStream.Current;
+        }
+        catch
+        {
+            // Broken, timed out or cancelled halfway: the stream's next answer could be this batch's, so it is not reused.
+            stream.Dispose();
+            throw;
+        }
+        lock (_gate)
+        {
+            if (!_disposed)
+            {
+                _idleStreams.Push(stream);
+                return answer;
+            }
+        }
+        stream.Dispose();
+        return answer;
+    }
+
+    private (AsyncDuplexStreamingCall<BatchTopKStreamRequest, BatchTopKStreamResponse> Stream, bool Reused) TakeStream()
+    {
+        lock (_gate)
+        {
+            if (_idleStreams.TryPop(out var idle))
+            {
+                return (idle, true);
+            }
+        }
+        return (OpenStream(), false);
+    }
+
+    private AsyncDuplexStreamingCall<BatchTopKStreamRequest, BatchTopKStreamResponse> OpenStream() => _client.BatchTopKStream();
+
+    /// <summary>Closes the idle batch streams (the host stops); streams carrying a batch close when it is answered.</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _disposed = true;
+            while (_idleStreams.TryPop(out var stream))
+            {
+                stream.Dispose();
+            }
         }
     }
 

@@ -54,6 +54,14 @@ public sealed class CandidateTowerOptions
     /// </summary>
     [Range(1, 100_000)]
     public int MaxBatchSize { get; set; } = 16;
+
+    /// <summary>
+    /// Send the batches over long-lived BatchTopKStream calls (one per call in flight, reused batch after batch) rather
+    /// than a BatchTopK call each: a stream message costs both services a fraction of a call's work and allocations.
+    /// A candidate tower without the method (UNIMPLEMENTED) gets BatchTopK calls. Batching off (MaxConcurrentCalls 0)
+    /// always makes calls.
+    /// </summary>
+    public bool BatchStream { get; set; } = true;
 }
 
 /// <summary>Limits of Recommend and Embed requests (section "Recommend").</summary>
