@@ -119,6 +119,48 @@ public class CandidateTowerTests(CandidateTowerFixture fixture) : IClassFixture<
     }
 
     [Fact]
+    public async Task BatchTopKStream_AnswersEachBatchInOrderAsBatchTopK_AndAFailedOneWithItsStatusWithoutEndingTheStream()
+    {
+        var batches = Enumerable.Range(0, 3).Select(b =>
+        {
+            var request = new BatchTopKRequest { K = 5 + b, OmitTitles = b == 1 };
+            for (int q = 0; q < 1 + b; q++)
+            {
+                var query = new TopKQuery();
+                query.Embedding.AddRange(QueryOf(b * 10 + q));
+                request.Queries.Add(query);
+            }
+            return request;
+        }).ToList();
+        using var call = Client.BatchTopKStream(deadline: DateTime.UtcNow.AddSeconds(30));
+        async Task<BatchTopKStreamResponse> Exchange(BatchTopKStreamRequest message)
+        {
+            await call.RequestStream.WriteAsync(message);
+            Assert.True(await call.ResponseStream.MoveNext());
+            return call.ResponseStream.Current;
+        }
+        foreach (var batch in batches)
+        {
+            var answer = await Exchange(new BatchTopKStreamRequest { Batch = batch });
+            Assert.Equal(0, answer.ErrorCode);
+            Assert.Equal(await Client.BatchTopKAsync(batch), answer.Batch);
+        }
+        var wrongVersion = batches[0].Clone();
+        wrongVersion.ModelVersion = "no-such-version";
+        var failed = await Exchange(new BatchTopKStreamRequest { Batch = wrongVersion });
+        Assert.Equal((int)StatusCode.FailedPrecondition, failed.ErrorCode);
+        Assert.Null(failed.Batch);
+        var empty = await Exchange(new BatchTopKStreamRequest());
+        Assert.Equal((int)StatusCode.InvalidArgument, empty.ErrorCode);
+        Assert.Contains("batch", empty.ErrorMessage);
+        // The stream still answers, and ends when the caller completes its side.
+        Assert.Equal(await Client.BatchTopKAsync(batches[2]), (await Exchange(new BatchTopKStreamRequest { Batch = batches[2] })).Batch);
+        await call.RequestStream.CompleteAsync();
+        Assert.False(await call.ResponseStream.MoveNext());
+        Assert.Equal(StatusCode.OK, call.GetStatus().StatusCode);
+    }
+
+    [Fact]
     public async Task BatchTopK_WithOmitTitles_AnswersTheSameMoviesWithoutTitles()
     {
         var request = new BatchTopKRequest { K = 15 };

@@ -93,11 +93,17 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
         }
     }
 
-    [Fact]
-    public async Task Recommend_UnderConcurrentLoad_BatchesCandidateCalls_AndEachAnswerEqualsItsOfflineTopK()
+    [Theory]
+    [InlineData(true, "BatchTopKStream", "BatchTopK")]
+    [InlineData(false, "BatchTopK", "BatchTopKStream")]
+    public async Task Recommend_UnderConcurrentLoad_BatchesCandidateCalls_AndEachAnswerEqualsItsOfflineTopK(bool batchStream, string used, string unused)
     {
-        int metricsPort = Programs.FreePort();
-        using var services = new ServingPair(fixture.Models.Models, "--CandidateTower:MaxConcurrentCalls", "1", "--Metrics:Url", $"http://127.0.0.1:{metricsPort}");
+        int metricsPort = Programs.FreePort(), candidateMetricsPort = Programs.FreePort();
+        using var services = new ServingPair(fixture.Models.Models, ["--Metrics:Url", $"http://127.0.0.1:{candidateMetricsPort}"],
+        [
+            "--CandidateTower:MaxConcurrentCalls", "1", "--CandidateTower:BatchStream", batchStream ? "true" : "false",
+            "--Metrics:Url", $"http://127.0.0.1:{metricsPort}",
+        ]);
         await services.WaitAsync();
         using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(services.Query.Address), Deadline = TimeSpan.FromSeconds(20) });
         var ratings = fixture.Models.Dataset.Ratings;
@@ -126,6 +132,10 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
         // The runtime's metrics are served beside the service's: collections and their pauses.
         Assert.Contains(scrape, l => l.StartsWith("dotnet_gc_pause_time_seconds_total", StringComparison.Ordinal));
         Assert.Contains(scrape, l => l.StartsWith("dotnet_gc_collections_total", StringComparison.Ordinal));
+        // The batches went as asked: messages on BatchTopKStream calls, or BatchTopK calls.
+        var candidateScrape = await http.GetStringAsync($"http://127.0.0.1:{candidateMetricsPort}/metrics");
+        Assert.Contains($"retrieval_candidate_requests_total{{otel_scope_name=\"Retrieval.CandidateTower\",method=\"{used}\",status=\"OK\"}}", candidateScrape);
+        Assert.DoesNotContain($"method=\"{unused}\"", candidateScrape);
     }
 
     [Fact]

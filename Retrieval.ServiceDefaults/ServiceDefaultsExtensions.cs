@@ -57,7 +57,9 @@ public static class ServiceDefaultsExtensions
             {
                 metrics.AddMeter(meter);
             }
-            metrics.AddAspNetCoreInstrumentation();
+            // Kestrel's connection metrics, not the per-request HTTP ones (ASP.NET Core's instrumentation adds a middleware
+            // and a histogram record per request, allocations the gRPC request metrics above make redundant).
+            metrics.AddMeter("Microsoft.AspNetCore.Server.Kestrel");
             if (!string.IsNullOrEmpty(metricsUrl))
             {
                 // Prometheus scrapes with HTTP/1.1, which the HTTP/2-only gRPC endpoints cannot speak.

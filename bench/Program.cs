@@ -54,10 +54,13 @@ var serviceEnv = new Option<string[]>("--service-env")
     HelpName = "NAME=VALUE",
     AllowMultipleArgumentsPerToken = false,
 };
-var noH2Load = new Option<bool>("--no-h2load") { Description = "Skip the half-load phases driven by h2load even when nghttp2's h2load is installed" };
+var h2load = new Option<bool>("--h2load")
+{
+    Description = "Also drive the half-load phases with nghttp2's h2load (a lean C generator over one connection per 100 calls/s; see README)",
+};
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
 {
-    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, noH2Load,
+    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, h2load,
 };
 recommend.SetAction(async (result, ct) =>
 {
@@ -67,7 +70,7 @@ recommend.SetAction(async (result, ct) =>
         ? KeyValuePair.Create(name, value) : throw new ArgumentException($"--service-env: '{e}' is not NAME=VALUE")).ToDictionary();
     return Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds), Math.Max(1, result.GetValue(callers)),
         Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline), fixedRates, environment,
-        !result.GetValue(noH2Load)),
+        result.GetValue(h2load)),
         result.GetValue(json));
 });
 root.Subcommands.Add(recommend);

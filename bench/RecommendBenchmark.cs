@@ -24,8 +24,10 @@ public static class RecommendBenchmark
 {
     public static async Task<JsonObject> RunAsync(string? dataDir, double seconds, int callers, int channels, int rounds = 3,
         IReadOnlyList<double>? loadFractions = null, bool inlineIO = false, IReadOnlyList<double>? rates = null,
-        IReadOnlyDictionary<string, string>? serviceEnvironment = null, bool useH2Load = true)
+        IReadOnlyDictionary<string, string>? serviceEnvironment = null, bool useH2Load = false)
     {
+        var h2load = !useH2Load ? null
+            : H2Load.Find() ?? throw new InvalidOperationException("--h2load: h2load is not on PATH (Debian: apt-get install nghttp2-client)");
         serviceEnvironment ??= new Dictionary<string, string>();
         _stopping = false; // one benchmark's state: a second run in the same process starts clean
         Interlocked.Exchange(ref _errors, 0);
@@ -127,10 +129,9 @@ public static class RecommendBenchmark
             // The baseline for the latency: the ceiling's two hops at the same rate, in the same run.
             var (ceilingHalf, _, ceilingCpu) = await Phase(recommendStats.Rps / 2, ping);
             BenchEnvironment.Log($"ceiling at the same rate, from schedule: {ceilingHalf}; cores busy: {Describe(ceilingCpu)}");
-            // The same two phases with h2load as the generator (when installed): a fraction of the CPU the .NET generator
-            // takes, so they come closer to what the services do with their callers elsewhere.
+            // On request, the same two phases with h2load as the generator: a fraction of the CPU the .NET generator takes,
+            // but one connection per 100 calls/s (its pacing), which costs the query service more per call.
             JsonObject? lean = null;
-            var h2load = useH2Load ? H2Load.Find() : null;
             if (h2load is not null)
             {
                 double rate = recommendStats.Rps / 2;
@@ -161,10 +162,6 @@ public static class RecommendBenchmark
                     ["half_load_cores_busy"] = CoresJson(leanHalfCores),
                     ["ceiling_half_load_cores_busy"] = CoresJson(leanCeilingCores),
                 };
-            }
-            else if (useH2Load)
-            {
-                BenchEnvironment.Log("h2load not found (Debian: apt-get install nghttp2-client): its phases are skipped");
             }
             var openLoop = new JsonArray();
             foreach (var (key, value, rate) in loadFractions.Select(f => ("fraction", f, recommendStats.Rps * f)).Concat(rates.Select(r => ("rate", r, r))))

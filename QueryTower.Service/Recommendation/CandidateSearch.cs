@@ -40,7 +40,10 @@ public sealed record SearchOutcome(IReadOnlyList<ScoredMovie> Movies, string Ver
 public sealed class CandidateSearch : IDisposable
 {
     private readonly CandidateTower.CandidateTowerClient _client;
-    private readonly ResiliencePipeline _pipeline;
+    // One pipeline (one circuit) for every kind of candidate call, typed on object: a pipeline of the calls' own
+    // result type would be per type, and the untyped ResiliencePipeline bridges each call's outcome through two more
+    // async steps (allocations on every call).
+    private readonly ResiliencePipeline<object> _pipeline;
     private readonly ILogger<CandidateSearch> _log;
     private readonly QueryMetrics _metrics;
     private readonly int _maxConcurrentCalls;
@@ -71,14 +74,14 @@ public sealed class CandidateSearch : IDisposable
         _maxConcurrentCalls = o.MaxConcurrentCalls;
         _maxBatchSize = o.MaxBatchSize;
         _batchStream = o.BatchStream && o.MaxConcurrentCalls > 0;
-        _pipeline = new ResiliencePipelineBuilder()
-            .AddCircuitBreaker(new CircuitBreakerStrategyOptions
+        _pipeline = new ResiliencePipelineBuilder<object>()
+            .AddCircuitBreaker(new CircuitBreakerStrategyOptions<object>
             {
                 FailureRatio = o.BreakerFailureRatio,
                 MinimumThroughput = o.BreakerMinimumThroughput,
                 SamplingDuration = TimeSpan.FromSeconds(o.BreakerSamplingSeconds),
                 BreakDuration = TimeSpan.FromSeconds(o.BreakDurationSeconds),
-                ShouldHandle = new PredicateBuilder().Handle<RpcException>(e => IsOutage(e.StatusCode)).Handle<TimeoutRejectedException>(),
+                ShouldHandle = new PredicateBuilder<object>().Handle<RpcException>(e => IsOutage(e.StatusCode)).Handle<TimeoutRejectedException>(),
                 OnOpened = args =>
                 {
                     log.LogWarning("Candidate tower circuit opened for {Duration}: answering with the popularity fallback", args.BreakDuration);
@@ -90,7 +93,7 @@ public sealed class CandidateSearch : IDisposable
                     return default;
                 },
             })
-            .AddRetry(new RetryStrategyOptions
+            .AddRetry(new RetryStrategyOptions<object>
             {
                 MaxRetryAttempts = Math.Max(1, o.MaxRetries),
                 Delay = TimeSpan.FromMilliseconds(o.RetryDelayMs),
@@ -106,8 +109,8 @@ public sealed class CandidateSearch : IDisposable
         code is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown or StatusCode.ResourceExhausted;
 
     /// <summary>
-    /// The top K for one query, through the candidate tower's unary BatchTopK (the streaming TopK costs an extra frame
-    /// round per call, which a request/response hop does not need for K up to the cap). While MaxConcurrentCalls calls
+    /// The top K for one query, through the candidate tower's BatchTopK, sent as BatchTopKStream messages (the
+    /// streaming TopK costs an extra frame round per call, which a request/response hop does not need for K up to the cap). While MaxConcurrentCalls calls
     /// are in flight, further queries wait and go together in the next call as each one returns, so a loaded service
     /// makes fewer, larger calls and a quiet one adds no wait. A batch is retried, timed and counted by the breaker as
     /// one call; each query still answers within its own deadline and stops waiting when its caller cancels, and the
@@ -296,11 +299,11 @@ public sealed class CandidateSearch : IDisposable
         }
         try
         {
-            var response = await _pipeline.ExecuteAsync(async ct =>
+            var response = (BatchTopKResponse)await _pipeline.ExecuteAsync(async ct =>
             {
                 try
                 {
-                    return await CallAsync(request, deadline, ct);
+                    return (object)await CallAsync(request, deadline, ct);
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
                 {
@@ -437,7 +440,7 @@ public sealed class CandidateSearch : IDisposable
         request.ExcludeMovieIds.AddRange(exclude);
         try
         {
-            var stream = await _pipeline.ExecuteAsync(async ct =>
+            var stream = (CandidateStream)await _pipeline.ExecuteAsync(async ct =>
             {
                 var call = _client.TopK(request, deadline: deadline, cancellationToken: cancellation);
                 try
@@ -447,7 +450,7 @@ public sealed class CandidateSearch : IDisposable
                     {
                         throw new RpcException(new Status(StatusCode.Internal, "the candidate tower's stream ended without a message"));
                     }
-                    return new CandidateStream(call, call.ResponseStream.Current);
+                    return (object)new CandidateStream(call, call.ResponseStream.Current);
                 }
                 catch (Exception e) when (ct.IsCancellationRequested && e is RpcException or OperationCanceledException)
                 {
@@ -514,7 +517,7 @@ public sealed class CandidateSearch : IDisposable
     {
         try
         {
-            return await _pipeline.ExecuteAsync(async ct => await _client.PingAsync(request, deadline: deadline, cancellationToken: ct), cancellation);
+            return (PingResponse)await _pipeline.ExecuteAsync(async ct => (object)await _client.PingAsync(request, deadline: deadline, cancellationToken: ct), cancellation);
         }
         catch (Exception e) when (e is BrokenCircuitException or TimeoutRejectedException)
         {
