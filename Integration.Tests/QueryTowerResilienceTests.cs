@@ -29,6 +29,25 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
     }
 
     [Fact]
+    public async Task CandidateTowerAskedToStop_StopsPromptlyDespiteTheQueryTowersOpenBatchStream_ThenRecommendIsDegraded()
+    {
+        var models = shared.Models.NewModelsFolder(out _);
+        using var pair = new ServingPair(models);
+        await pair.WaitAsync();
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), MaxAttempts = 1, Deadline = TimeSpan.FromSeconds(20) });
+        Assert.False((await client.RecommendAsync("1", 10)).Degraded); // the query tower now holds an idle BatchTopKStream
+
+        var clock = Stopwatch.StartNew();
+        pair.Candidate.Terminate();
+        // A graceful stop waits for open requests (the host's 30 s by default): the batch streams end when it begins.
+        Assert.True(await pair.Candidate.WaitForExitAsync(TimeSpan.FromSeconds(10)),
+            $"the candidate tower still runs {clock.Elapsed.TotalSeconds:F0} s after SIGTERM:\n{pair.Candidate.Output}");
+        var answer = await client.RecommendAsync("1", 10, deadline: DateTime.UtcNow.AddSeconds(2));
+        Assert.True(answer.Degraded);
+        Assert.Equal(10, answer.Movies.Count);
+    }
+
+    [Fact]
     public async Task CandidateTowerStopped_RecommendIsDegradedWithinTheDeadline_ThenRecoversWhenItReturns()
     {
         var models = shared.Models.NewModelsFolder(out var version);

@@ -16,7 +16,7 @@ namespace Retrieval.CandidateTower.Grpc;
 /// holds a lease on the version it searches, so a rollout never changes a version under it.
 /// </summary>
 public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOptions> options, SearchMetrics metrics,
-    RequestMetrics requestMetrics, ILogger<CandidateTowerService> log) : V1.CandidateTower.CandidateTowerBase
+    RequestMetrics requestMetrics, IHostApplicationLifetime lifetime, ILogger<CandidateTowerService> log) : V1.CandidateTower.CandidateTowerBase
 {
     public const string VersionHeader = "retrieval-model-version";
     private const string IndexKind = "exact-flat-ip";
@@ -54,20 +54,23 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
     public override async Task BatchTopKStream(IAsyncStreamReader<BatchTopKStreamRequest> requestStream,
         IServerStreamWriter<BatchTopKStreamResponse> responseStream, ServerCallContext context)
     {
+        // The stream also ends when the service begins to stop: a graceful stop waits for open requests, and a caller's
+        // idle stream would hold it for the host's whole shutdown timeout. The caller opens a new one (elsewhere).
+        using var ending = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, lifetime.ApplicationStopping);
         try
         {
-            await AnswerEachAsync(requestStream, responseStream, context);
+            await AnswerEachAsync(requestStream, responseStream, ending.Token);
         }
-        catch (Exception e) when (context.CancellationToken.IsCancellationRequested && e is OperationCanceledException or IOException)
+        catch (Exception e) when (ending.IsCancellationRequested && e is OperationCanceledException or IOException)
         {
-            // The caller closed the stream (it stopped, or gave up on a batch): nobody is left to answer.
+            // The caller closed the stream (it stopped, or gave up on a batch), or this service is stopping.
         }
     }
 
     private async Task AnswerEachAsync(IAsyncStreamReader<BatchTopKStreamRequest> requestStream,
-        IServerStreamWriter<BatchTopKStreamResponse> responseStream, ServerCallContext context)
+        IServerStreamWriter<BatchTopKStreamResponse> responseStream, CancellationToken cancellation)
     {
-        while (await requestStream.MoveNext(context.CancellationToken))
+        while (await requestStream.MoveNext(cancellation))
         {
             long start = Stopwatch.GetTimestamp();
             var answer = new BatchTopKStreamResponse();
@@ -80,7 +83,7 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
                 answer.ErrorCode = (int)e.StatusCode;
                 answer.ErrorMessage = e.Status.Detail;
             }
-            await responseStream.WriteAsync(answer, context.CancellationToken);
+            await responseStream.WriteAsync(answer, cancellation);
             requestMetrics.Record(nameof(BatchTopKStream), ((StatusCode)answer.ErrorCode).ToString(), Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         }
     }

@@ -123,6 +123,17 @@ public sealed class ServiceProcess : IDisposable
         }
     }
 
+    /// <summary>Asks the process to stop (SIGTERM), as a deployment does; the host shuts down gracefully.</summary>
+    public void Terminate()
+    {
+        if (!_process.HasExited)
+        {
+            using var kill = Process.Start(new ProcessStartInfo("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+            { UseShellExecute = false })!;
+            kill.WaitForExit();
+        }
+    }
+
     /// <summary>Starts it again on the same port.</summary>
     public void Restart()
     {
