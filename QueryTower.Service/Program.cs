@@ -14,6 +14,7 @@ builder.AddServiceDefaults(QueryMetrics.MeterName);
 builder.AddQueryTower();
 
 var app = builder.Build();
+app.UseCallDeadlines();
 app.MapGrpcService<QueryTowerService>();
 app.MapServiceDefaults();
 app.Run();

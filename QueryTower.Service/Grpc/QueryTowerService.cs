@@ -225,7 +225,8 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
     private DateTime Deadline(ServerCallContext context)
     {
         var fallback = DateTime.UtcNow.AddMilliseconds(_options.DefaultDeadlineMs);
-        return context.Deadline < fallback ? context.Deadline : fallback;
+        var asked = CallDeadlines.Of(context);
+        return asked < fallback ? asked : fallback;
     }
 
     private ModelLease Acquire() => models.TryAcquire(null, out var reason) ?? throw new RpcException(new Status(StatusCode.Unavailable, reason));
