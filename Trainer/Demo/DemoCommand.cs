@@ -89,7 +89,7 @@ public static class DemoCommand
             await ShowRecommendations(client, dataset);
             Console.WriteLine();
             Console.WriteLine($"Query service:     {queryAddress}  (retrieval.v1.QueryTower: Recommend, Embed; health; reflection)");
-            Console.WriteLine($"Candidate service: {candidateAddress}  (retrieval.v1.CandidateTower: TopK, BatchTopK, GetIndexInfo)");
+            Console.WriteLine($"Candidate service: {candidateAddress}  (retrieval.v1.CandidateTower: TopK, BatchTopK, BatchTopKStream, GetIndexInfo)");
             if (exit)
             {
                 return 0;
