@@ -156,6 +156,19 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
         Assert.Equal(before, answer.Movies.Select(m => m.MovieId)); // now is past the training range: the last bucket either way
     }
 
+    [Theory]
+    [InlineData(2.0)] // seconds: sent as milliseconds
+    [InlineData(20 * 365 * 86_400.0)] // decades: sent in minutes, and the service's own default deadline applies
+    public async Task Recommend_WithTheCallersDeadline_AnswersWithinIt(double seconds)
+    {
+        // The query service keeps the deadline itself (grpc-timeout taken before gRPC reads it): short or far, it parses.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var answer = await fixture.Client.RecommendAsync("5", 10, deadline: DateTime.UtcNow.AddSeconds(seconds));
+        Assert.False(answer.Degraded, answer.DegradedReason);
+        Assert.Equal(10, answer.Movies.Count);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"answered after {clock.ElapsedMilliseconds} ms");
+    }
+
     [Fact]
     public async Task Recommend_LeavesOutExcludedAndRatedMovies()
     {
