@@ -35,7 +35,8 @@ public sealed record SearchOutcome(IReadOnlyList<ScoredMovie> Movies, string Ver
 /// Calls the candidate tower through one client from the gRPC client factory (one shared channel handler) inside a
 /// Polly.Core pipeline: a circuit breaker, retries of UNAVAILABLE (gRPC's own retry policy is not used on this
 /// client, so nothing retries twice), and a timeout per attempt. Every call carries the caller's deadline, less a
-/// reserve for the fallback, and the caller's cancellation.
+/// reserve for the fallback, and the caller's cancellation; a batch sent on a BatchTopKStream call is bounded by the
+/// per-attempt timeout and its callers' cancellation instead, the stream being long-lived.
 /// </summary>
 public sealed class CandidateSearch : IDisposable
 {
@@ -109,13 +110,14 @@ public sealed class CandidateSearch : IDisposable
         code is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown or StatusCode.ResourceExhausted;
 
     /// <summary>
-    /// The top K for one query, through the candidate tower's BatchTopK, sent as BatchTopKStream messages (the
-    /// streaming TopK costs an extra frame round per call, which a request/response hop does not need for K up to the cap). While MaxConcurrentCalls calls
-    /// are in flight, further queries wait and go together in the next call as each one returns, so a loaded service
-    /// makes fewer, larger calls and a quiet one adds no wait. A batch is retried, timed and counted by the breaker as
-    /// one call; each query still answers within its own deadline and stops waiting when its caller cancels, and the
-    /// call is cancelled when all of them have. The movies come without titles (BatchTopK's omit_titles): the caller
-    /// holds the version's catalogue, and the titles would cost both towers string encoding and decoding per movie.
+    /// The top K for one query, through the candidate tower's BatchTopK, as a BatchTopKStream message or a call (the
+    /// streaming TopK costs an extra frame round per call, which a request/response hop does not need for K up to the
+    /// cap). While MaxConcurrentCalls calls are in flight, further queries wait and go together in the next call as
+    /// each one returns, so a loaded service makes fewer, larger calls and a quiet one adds no wait. A batch is
+    /// retried, timed and counted by the breaker as one call; each query still answers within its own deadline and
+    /// stops waiting when its caller cancels, and the call is cancelled when all of them have. The movies come without
+    /// titles (BatchTopK's omit_titles): the caller holds the version's catalogue, and the titles would cost both
+    /// towers string encoding and decoding per movie.
     /// </summary>
     public async Task<SearchOutcome> TopKAsync(float[] embedding, string version, int k, IReadOnlyCollection<int> exclude, DateTime deadline,
         CancellationToken cancellation)
