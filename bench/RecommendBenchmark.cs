@@ -89,8 +89,6 @@ public static class RecommendBenchmark
                 recommendStats = recommendStats is null || r.Rps > recommendStats.Rps ? r : recommendStats;
             }
             var processes = new[] { ("generator", Process.GetCurrentProcess()), ("query", query), ("candidate", candidate) };
-            // Each open-loop phase also reports the cores each process kept busy: at a fixed rate, CPU per request is a
-            // steadier measure of a change than the tail, which moves with this machine's noise.
             // An open-loop run that, when calls failed, probes a new connection (to tell a stuck service from stuck callers'
             // connections) and then reconnects, so a generator that fell behind does not carry its backed-up connections
             // into the next phase.
@@ -108,12 +106,19 @@ public static class RecommendBenchmark
                 }
                 return result;
             }
-            async Task<(Stats FromSchedule, Stats FromSend, Dictionary<string, double> Cores)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call)
+            // Each open-loop phase also reports the cores each process kept busy: at a fixed rate, CPU per request is a
+            // steadier measure of a change than the tail, which moves with this machine's noise.
+            async Task<(T Result, Dictionary<string, double> Cores)> WithCores<T>(Func<Task<T>> phase)
             {
                 var before = CpuTimes(processes);
                 var clock = Stopwatch.StartNew();
-                var (fromSchedule, fromSend) = await OpenLoopThenRecover(rate, seconds, call);
-                return (fromSchedule, fromSend, CoresUsed(processes, before, clock.Elapsed));
+                var result = await phase();
+                return (result, CoresUsed(processes, before, clock.Elapsed));
+            }
+            async Task<(Stats FromSchedule, Stats FromSend, Dictionary<string, double> Cores)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call)
+            {
+                var ((fromSchedule, fromSend), cores) = await WithCores(() => OpenLoopThenRecover(rate, seconds, call));
+                return (fromSchedule, fromSend, cores);
             }
             static string Describe(Dictionary<string, double> cores) =>
                 string.Join(", ", cores.Select(c => $"{c.Key} {c.Value:F2}")) + $" of {Environment.ProcessorCount}";
@@ -140,11 +145,8 @@ public static class RecommendBenchmark
                 async Task<(H2Load.Result Result, Dictionary<string, double> Cores)> LeanPhase(string method, Google.Protobuf.IMessage request,
                     long responseBytes, double phaseSeconds)
                 {
-                    var before = CpuTimes(processes);
-                    var clock = Stopwatch.StartNew();
-                    var result = await Task.Run(() => H2Load.Run(h2load, work, $"{address}retrieval.v1.QueryTower/{method}", H2Load.Frame(request),
-                        responseBytes, rate, phaseSeconds));
-                    var cores = CoresUsed(processes, before, clock.Elapsed);
+                    var (result, cores) = await WithCores(() => Task.Run(() => H2Load.Run(h2load, work, $"{address}retrieval.v1.QueryTower/{method}",
+                        H2Load.Frame(request), responseBytes, rate, phaseSeconds)));
                     cores["h2load"] = result.GeneratorCores;
                     cores.Remove("generator");
                     return (result, cores);

@@ -345,7 +345,7 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
         for (int i = 0; i < manifest.PopularMovieIds.Length && rank < k; i++)
         {
             int id = manifest.PopularMovieIds[i];
-            if (excluded.Contains(id) || !model.Artifact.RowOfMovieId.ContainsKey(id))
+            if (excluded.Contains(id) || !model.Artifact.RowOfMovieId.TryGetValue(id, out var row))
             {
                 continue;
             }
@@ -353,7 +353,7 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
             {
                 Rank = ++rank,
                 MovieId = id,
-                Title = Title(model, id),
+                Title = model.Artifact.Catalogue[row].Title,
                 Score = i < manifest.PopularMovieCounts.Length ? manifest.PopularMovieCounts[i] : 0,
             };
         }
