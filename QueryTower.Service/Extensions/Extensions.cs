@@ -31,6 +31,14 @@ public static class Extensions
             // No client-factory logging handlers: they open two log scopes per call (allocations, an execution-context
             // change) for lines the service logs itself where they matter.
             .RemoveAllLoggers()
+            // After a failed connect the channel answers UNAVAILABLE at once until its reconnect backoff ends (by default
+            // 1 s, growing to 2 minutes): a candidate tower that is back would still get no calls for that long. The
+            // circuit breaker already keeps an outage from being hammered, so the channel retries its connection soon.
+            .ConfigureChannel(channel =>
+            {
+                channel.InitialReconnectBackoff = TimeSpan.FromMilliseconds(100);
+                channel.MaxReconnectBackoff = TimeSpan.FromSeconds(1);
+            })
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
             {
                 EnableMultipleHttp2Connections = true,
