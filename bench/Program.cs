@@ -58,11 +58,38 @@ var h2load = new Option<bool>("--h2load")
 {
     Description = "Also drive the half-load phases with nghttp2's h2load (a lean C generator over one connection per 100 calls/s; see README)",
 };
+var serviceCpus = new Option<string>("--service-cpus")
+{
+    Description = "Run both services on these CPUs only, e.g. 0-1 (Linux); with --generator-cpus, measures the services on a set number of cores",
+    HelpName = "LIST",
+};
+var generatorCpus = new Option<string>("--generator-cpus")
+{
+    Description = "Run the load generator (and h2load) on these CPUs only, e.g. 2-3 (Linux)",
+    HelpName = "LIST",
+};
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
 {
-    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, h2load,
+    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, h2load, serviceCpus, generatorCpus,
 };
 recommend.SetAction(async (result, ct) =>
+{
+    try
+    {
+        return await RunRecommend(result);
+    }
+    catch (Exception e) when (e is ArgumentException or PlatformNotSupportedException)
+    {
+        // A mistyped option: one line saying which and why, not a stack trace.
+        Console.Error.WriteLine($"error: {e.Message}");
+        return 2;
+    }
+});
+root.Subcommands.Add(recommend);
+
+return await root.Parse(args).InvokeAsync();
+
+async Task<int> RunRecommend(ParseResult result)
 {
     var fractions = Numbers(result.GetValue(loadFractions)!, "--load-fractions", "a fraction between 0 and 2", v => v is > 0 and <= 2);
     var fixedRates = Numbers(result.GetValue(rates)!, "--rates", "a rate between 1 and 1,000,000 requests/s", v => v is >= 1 and <= 1_000_000);
@@ -70,12 +97,10 @@ recommend.SetAction(async (result, ct) =>
         ? KeyValuePair.Create(name, value) : throw new ArgumentException($"--service-env: '{e}' is not NAME=VALUE")).ToDictionary();
     return Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds), Math.Max(1, result.GetValue(callers)),
         Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline), fixedRates, environment,
-        result.GetValue(h2load)),
+        result.GetValue(h2load), CpuAffinity.Parse(result.GetValue(serviceCpus), "--service-cpus"),
+        CpuAffinity.Parse(result.GetValue(generatorCpus), "--generator-cpus")),
         result.GetValue(json));
-});
-root.Subcommands.Add(recommend);
-
-return await root.Parse(args).InvokeAsync();
+}
 
 static List<double> Numbers(string list, string option, string what, Func<double, bool> valid) =>
     [.. list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)

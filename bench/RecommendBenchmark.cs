@@ -24,7 +24,7 @@ public static class RecommendBenchmark
 {
     public static async Task<JsonObject> RunAsync(string? dataDir, double seconds, int callers, int channels, int rounds = 3,
         IReadOnlyList<double>? loadFractions = null, bool inlineIO = false, IReadOnlyList<double>? rates = null,
-        IReadOnlyDictionary<string, string>? serviceEnvironment = null, bool useH2Load = false)
+        IReadOnlyDictionary<string, string>? serviceEnvironment = null, bool useH2Load = false, int[]? serviceCpus = null, int[]? generatorCpus = null)
     {
         var h2load = !useH2Load ? null
             : H2Load.Find() ?? throw new InvalidOperationException("--h2load: h2load is not on PATH (Debian: apt-get install nghttp2-client)");
@@ -38,14 +38,28 @@ public static class RecommendBenchmark
         // Transport:InlineIO makes both services (and the query service's gRPC client) run socket I/O continuations on
         // the epoll threads instead of hopping to the thread pool.
         string[] transport = inlineIO ? ["--Transport:InlineIO", "true"] : [];
+        // On request, the services run on some CPUs and the generator on others (on a machine with cores to spare, the
+        // services' figures on a set number of cores without the generator taking a share of them).
+        if (generatorCpus is not null)
+        {
+            CpuAffinity.PinThisProcess(generatorCpus);
+        }
+        if (serviceCpus is not null || generatorCpus is not null)
+        {
+            BenchEnvironment.Log($"services on CPUs {(serviceCpus is null ? "any" : CpuAffinity.Describe(serviceCpus))}, "
+                + $"generator on CPUs {(generatorCpus is null ? "any" : CpuAffinity.Describe(generatorCpus))}");
+        }
         var work = Path.Combine(Path.GetTempPath(), "retrieval-bench-" + Guid.NewGuid().ToString("N")[..8]);
         var models = Path.Combine(work, "models");
         var (dataset, users, timestamps) = PrepareModel(dataDir, work, models);
         static string Dll(string project) => Retrieval.Trainer.Demo.ServiceLauncher.Locate(project);
-        int candidatePort = FreePort(), queryPort = FreePort();
-        using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, ["--Model:Directory", models, .. transport], serviceEnvironment);
-        using var query = StartService(Dll("QueryTower.Service"), queryPort,
-            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}", .. transport], serviceEnvironment);
+        int candidatePort = FreePort(), queryPort = FreePort(), candidateMetricsPort = FreePort(), queryMetricsPort = FreePort();
+        using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, candidateMetricsPort,
+            ["--Model:Directory", models, .. transport], serviceEnvironment, serviceCpus);
+        using var query = StartService(Dll("QueryTower.Service"), queryPort, queryMetricsPort,
+            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}", .. transport], serviceEnvironment, serviceCpus);
+        using var scraper = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        RuntimeEndpoint[] runtimes = [new("query", queryMetricsPort, scraper), new("candidate", candidateMetricsPort, scraper)];
         try
         {
             await WaitServing($"http://127.0.0.1:{candidatePort}");
@@ -106,34 +120,25 @@ public static class RecommendBenchmark
                 }
                 return result;
             }
-            // Each open-loop phase also reports the cores each process kept busy: at a fixed rate, CPU per request is a
-            // steadier measure of a change than the tail, which moves with this machine's noise.
-            async Task<(T Result, Dictionary<string, double> Cores)> WithCores<T>(Func<Task<T>> phase)
+            // Each open-loop phase also reports what it cost each process (cores busy; the services' collections, allocations
+            // and pool work items per call): at a fixed rate these are steadier measures of a change than the tail, which
+            // moves with this machine's noise.
+            Task<(T Result, PhaseCost Cost)> WithCost<T>(Func<Task<T>> phase, double calls) => PhaseCost.Measure(phase, calls, processes, runtimes);
+            async Task<(Stats FromSchedule, Stats FromSend, PhaseCost Cost)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call)
             {
-                var before = CpuTimes(processes);
-                var clock = Stopwatch.StartNew();
-                var result = await phase();
-                return (result, CoresUsed(processes, before, clock.Elapsed));
+                var ((fromSchedule, fromSend), cost) = await WithCost(() => OpenLoopThenRecover(rate, seconds, call), rate * seconds);
+                return (fromSchedule, fromSend, cost);
             }
-            async Task<(Stats FromSchedule, Stats FromSend, Dictionary<string, double> Cores)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call)
-            {
-                var ((fromSchedule, fromSend), cores) = await WithCores(() => OpenLoopThenRecover(rate, seconds, call));
-                return (fromSchedule, fromSend, cores);
-            }
-            static string Describe(Dictionary<string, double> cores) =>
-                string.Join(", ", cores.Select(c => $"{c.Key} {c.Value:F2}")) + $" of {Environment.ProcessorCount}";
-            static JsonObject CoresJson(Dictionary<string, double> cores) =>
-                new(cores.Select(c => KeyValuePair.Create(c.Key, (JsonNode?)Math.Round(c.Value, 2))));
             // An unmeasured open-loop run first: the closed loop leaves the services' thread pools grown and the generator's
             // open-loop code untiered, which would be charged to whichever open-loop phase came first.
             await OpenLoopThenRecover(recommendStats!.Rps / 2, Math.Min(seconds, 3), recommend);
-            var (half, halfFromSend, halfCpu) = await Phase(recommendStats.Rps / 2, recommend);
-            BenchEnvironment.Log($"cores busy at half load: {Describe(halfCpu)}");
+            var (half, halfFromSend, halfCost) = await Phase(recommendStats.Rps / 2, recommend);
+            BenchEnvironment.Log($"at half load, {halfCost.Describe()}");
             BenchEnvironment.Log($"Recommend at half load ({recommendStats.Rps / 2:N0}/s), from schedule: {half}");
             BenchEnvironment.Log($"Recommend at half load, from send: {halfFromSend}");
             // The baseline for the latency: the ceiling's two hops at the same rate, in the same run.
-            var (ceilingHalf, _, ceilingCpu) = await Phase(recommendStats.Rps / 2, ping);
-            BenchEnvironment.Log($"ceiling at the same rate, from schedule: {ceilingHalf}; cores busy: {Describe(ceilingCpu)}");
+            var (ceilingHalf, _, ceilingCost) = await Phase(recommendStats.Rps / 2, ping);
+            BenchEnvironment.Log($"ceiling at the same rate, from schedule: {ceilingHalf}; {ceilingCost.Describe()}");
             // On request, the same two phases with h2load as the generator: a fraction of the CPU the .NET generator takes,
             // but one connection per 100 calls/s (its pacing), which costs the query service more per call.
             JsonObject? lean = null;
@@ -142,37 +147,46 @@ public static class RecommendBenchmark
                 double rate = recommendStats.Rps / 2;
                 long recommendBytes = 5 + (await clients[0].Raw.RecommendAsync(recommendRequests[0], deadline: DateTime.UtcNow.AddSeconds(5))).CalculateSize();
                 long pingBytes = 5 + (await clients[0].Raw.PingAsync(pingRequest, deadline: DateTime.UtcNow.AddSeconds(5))).CalculateSize();
-                async Task<(H2Load.Result Result, Dictionary<string, double> Cores)> LeanPhase(string method, Google.Protobuf.IMessage request,
+                async Task<(H2Load.Result Result, PhaseCost Cost)> LeanPhase(string method, Google.Protobuf.IMessage request,
                     long responseBytes, double phaseSeconds)
                 {
-                    var (result, cores) = await WithCores(() => Task.Run(() => H2Load.Run(h2load, work, $"{address}retrieval.v1.QueryTower/{method}",
-                        H2Load.Frame(request), responseBytes, rate, phaseSeconds)));
-                    cores["h2load"] = result.GeneratorCores;
-                    cores.Remove("generator");
-                    return (result, cores);
+                    var (result, cost) = await WithCost(() => Task.Run(() => H2Load.Run(h2load, work, $"{address}retrieval.v1.QueryTower/{method}",
+                        H2Load.Frame(request), responseBytes, rate, phaseSeconds)), rate * phaseSeconds);
+                    cost.Cores["h2load"] = result.GeneratorCores;
+                    cost.Cores.Remove("generator");
+                    return (result, cost);
                 }
                 await LeanPhase("Recommend", recommendRequests[0], recommendBytes, Math.Min(seconds, 3)); // unmeasured, as above
-                var (leanHalf, leanHalfCores) = await LeanPhase("Recommend", recommendRequests[0], recommendBytes, seconds);
-                BenchEnvironment.Log($"h2load: Recommend at half load ({rate:N0}/s), from send: {leanHalf.Stats}; cores busy: {Describe(leanHalfCores)}");
-                var (leanCeiling, leanCeilingCores) = await LeanPhase("Ping", pingRequest, pingBytes, seconds);
-                BenchEnvironment.Log($"h2load: ceiling at the same rate, from send: {leanCeiling.Stats}; cores busy: {Describe(leanCeilingCores)}");
+                var (leanHalf, leanHalfCost) = await LeanPhase("Recommend", recommendRequests[0], recommendBytes, seconds);
+                BenchEnvironment.Log($"h2load: Recommend at half load ({rate:N0}/s), from send: {leanHalf.Stats}; {leanHalfCost.Describe()}");
+                var (leanCeiling, leanCeilingCost) = await LeanPhase("Ping", pingRequest, pingBytes, seconds);
+                BenchEnvironment.Log($"h2load: ceiling at the same rate, from send: {leanCeiling.Stats}; {leanCeilingCost.Describe()}");
                 lean = new JsonObject
                 {
                     ["connections"] = H2Load.Connections(rate),
                     ["half_load"] = leanHalf.Stats.ToJson(),
                     ["ceiling_half_load"] = leanCeiling.Stats.ToJson(),
-                    ["half_load_cores_busy"] = CoresJson(leanHalfCores),
-                    ["ceiling_half_load_cores_busy"] = CoresJson(leanCeilingCores),
+                    ["half_load_cores_busy"] = leanHalfCost.CoresJson(),
+                    ["ceiling_half_load_cores_busy"] = leanCeilingCost.CoresJson(),
+                    ["half_load_runtime"] = leanHalfCost.RuntimeJson(),
+                    ["ceiling_half_load_runtime"] = leanCeilingCost.RuntimeJson(),
                 };
             }
             var openLoop = new JsonArray();
             foreach (var (key, value, rate) in loadFractions.Select(f => ("fraction", f, recommendStats.Rps * f)).Concat(rates.Select(r => ("rate", r, r))))
             {
-                var (f, fs, cores) = await Phase(rate, recommend);
+                var (f, fs, cost) = await Phase(rate, recommend);
                 string name = key == "fraction" ? $"{value:P0} load" : $"{rate:N0}/s";
                 BenchEnvironment.Log($"Recommend at {name}, from schedule: {f}");
-                BenchEnvironment.Log($"Recommend at {name}, from send: {fs}; cores busy: {Describe(cores)}");
-                openLoop.Add(new JsonObject { [key] = value, ["from_schedule"] = f.ToJson(), ["from_send"] = fs.ToJson(), ["cores_busy"] = CoresJson(cores) });
+                BenchEnvironment.Log($"Recommend at {name}, from send: {fs}; {cost.Describe()}");
+                openLoop.Add(new JsonObject
+                {
+                    [key] = value,
+                    ["from_schedule"] = f.ToJson(),
+                    ["from_send"] = fs.ToJson(),
+                    ["cores_busy"] = cost.CoresJson(),
+                    ["runtime"] = cost.RuntimeJson(),
+                });
             }
             foreach (var c in clients)
             {
@@ -201,11 +215,15 @@ public static class RecommendBenchmark
                 ["half_load"] = half.ToJson(),
                 ["half_load_from_send"] = halfFromSend.ToJson(),
                 ["ceiling_half_load"] = ceilingHalf.ToJson(),
-                ["half_load_cores_busy"] = CoresJson(halfCpu),
-                ["ceiling_half_load_cores_busy"] = CoresJson(ceilingCpu),
+                ["half_load_cores_busy"] = halfCost.CoresJson(),
+                ["ceiling_half_load_cores_busy"] = ceilingCost.CoresJson(),
+                ["half_load_runtime"] = halfCost.RuntimeJson(),
+                ["ceiling_half_load_runtime"] = ceilingCost.RuntimeJson(),
                 ["h2load"] = lean,
                 ["open_loop"] = openLoop,
                 ["inline_io"] = inlineIO,
+                ["service_cpus"] = serviceCpus is null ? null : new JsonArray([.. serviceCpus.Select(c => (JsonNode?)c)]),
+                ["generator_cpus"] = generatorCpus is null ? null : new JsonArray([.. generatorCpus.Select(c => (JsonNode?)c)]),
                 ["service_environment"] = new JsonObject(serviceEnvironment.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
             };
         }
@@ -222,20 +240,6 @@ public static class RecommendBenchmark
             {
             }
         }
-    }
-
-    private static TimeSpan[] CpuTimes((string Name, Process Process)[] processes) =>
-        [.. processes.Select(p =>
-        {
-            p.Process.Refresh();
-            return p.Process.TotalProcessorTime;
-        })];
-
-    /// <summary>Each process's CPU time since <paramref name="before"/>, in cores (1.0 = one core busy all the time).</summary>
-    private static Dictionary<string, double> CoresUsed((string Name, Process Process)[] processes, TimeSpan[] before, TimeSpan elapsed)
-    {
-        var after = CpuTimes(processes);
-        return processes.Select((p, i) => (p.Name, Cores: (after[i] - before[i]).TotalSeconds / elapsed.TotalSeconds)).ToDictionary(p => p.Name, p => p.Cores);
     }
 
     private static (string Dataset, string[] Users, long[] Timestamps) PrepareModel(string? dataDir, string work, string models)
@@ -290,7 +294,8 @@ public static class RecommendBenchmark
         }
     }
 
-    private static Process StartService(string dll, int port, string[] args, IReadOnlyDictionary<string, string> environment)
+    private static Process StartService(string dll, int port, int metricsPort, string[] args, IReadOnlyDictionary<string, string> environment,
+        int[]? cpus)
     {
         if (!File.Exists(dll))
         {
@@ -299,7 +304,7 @@ public static class RecommendBenchmark
         var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[]
         {
-            dll, "--urls", $"http://127.0.0.1:{port}", "--Metrics:Url", "", "--Logging:LogLevel:Default", "Warning",
+            dll, "--urls", $"http://127.0.0.1:{port}", "--Metrics:Url", $"http://127.0.0.1:{metricsPort}", "--Logging:LogLevel:Default", "Warning",
             "--Lifetime:ParentProcessId", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture),
         }.Concat(args))
         {
@@ -309,7 +314,7 @@ public static class RecommendBenchmark
         {
             start.Environment[name] = value;
         }
-        var process = Process.Start(start)!;
+        var process = CpuAffinity.Start(start, cpus);
         // The last lines of output are kept, to say why if the service ends during the benchmark.
         var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
         RecentOutput[process.Id] = lines;
