@@ -29,6 +29,64 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
     }
 
     [Fact]
+    public async Task RecommendResetByItsCallerBeforeItArrivedWhole_IsDroppedAndCounted_WithoutAnErrorLogged()
+    {
+        var models = shared.Models.NewModelsFolder(out _);
+        int metricsPort = Programs.FreePort();
+        using var pair = new ServingPair(models, "--Metrics:Url", $"http://127.0.0.1:{metricsPort}");
+        await pair.WaitAsync();
+        // A gRPC request over plain HTTP/2 that announces a 100-byte message, sends 10 bytes of it, and is then reset, as
+        // a caller resets a call at its deadline.
+        using var http = new HttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"{pair.Query.Address}/retrieval.v1.QueryTower/Recommend")
+        {
+            Version = System.Net.HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new UnfinishedGrpcMessage(),
+        };
+        using var reset = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, reset.Token));
+
+        string scrape = "";
+        for (var deadline = DateTime.UtcNow.AddSeconds(10); DateTime.UtcNow < deadline && !scrape.Contains("retrieval_query_abandoned_total{"); await Task.Delay(100))
+        {
+            scrape = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+        }
+        var counted = scrape.Split('\n').Where(l => l.StartsWith("retrieval_query_abandoned_total{", StringComparison.Ordinal)).ToList();
+        Assert.True(counted.Count == 1 && counted[0].Contains("method=\"Recommend\"") && counted[0].EndsWith(" 1", StringComparison.Ordinal),
+            "abandoned calls counted: " + string.Join("; ", counted) + "\n" + pair.Query.Output);
+        // Nothing logged about it (grpc-dotnet logged the reset with a stack trace: an error when it came after the message
+        // was read, two lines at information level when the message was still arriving).
+        Assert.DoesNotContain("The client reset the request stream", pair.Query.Output);
+        // The service answers the next caller as usual.
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), Deadline = TimeSpan.FromSeconds(20) });
+        Assert.False((await client.RecommendAsync("1", 10)).Degraded);
+    }
+
+    /// <summary>A gRPC request body that announces a 100-byte message, sends 10 bytes of it and waits to be cancelled.</summary>
+    private sealed class UnfinishedGrpcMessage : HttpContent
+    {
+        public UnfinishedGrpcMessage() => Headers.TryAddWithoutValidation("Content-Type", "application/grpc");
+
+        protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) =>
+            SerializeToStreamAsync(stream, context, CancellationToken.None);
+
+        protected override async Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context, CancellationToken cancellationToken)
+        {
+            byte[] part = [0, 0, 0, 0, 100, 10, 1, 49, 0, 0, 0, 0, 0, 0, 0];
+            await stream.WriteAsync(part, cancellationToken);
+            await stream.FlushAsync(cancellationToken);
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+
+    [Fact]
     public async Task CandidateTowerAskedToStop_StopsPromptlyDespiteTheQueryTowersOpenBatchStream_ThenRecommendIsDegraded()
     {
         var models = shared.Models.NewModelsFolder(out _);

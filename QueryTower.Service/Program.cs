@@ -15,6 +15,7 @@ builder.AddQueryTower();
 
 var app = builder.Build();
 app.UseCallDeadlines();
+app.UseAbandonedCallsDropped();
 app.MapGrpcService<QueryTowerService>();
 app.MapServiceDefaults();
 app.Run();

@@ -11,6 +11,7 @@ public sealed class RequestMetrics(IMeterFactory meters, string meterName, strin
     private readonly Meter _meter = meters.Create(meterName);
     private Counter<long>? _requests;
     private Histogram<double>? _latency;
+    private Counter<long>? _abandoned;
 
     public void Record(string method, string status, double milliseconds)
     {
@@ -19,6 +20,14 @@ public sealed class RequestMetrics(IMeterFactory meters, string meterName, strin
         var tags = new TagList { { "method", method }, { "status", status } };
         _requests.Add(1, tags);
         _latency.Record(milliseconds, tags);
+    }
+
+    /// <summary>Counts a call dropped unread because its caller had already gone (see <see cref="AbandonedCalls"/>).</summary>
+    public void Abandoned(string method)
+    {
+        _abandoned ??= _meter.CreateCounter<long>($"{prefix}.abandoned",
+            description: "Unary calls dropped unread because the caller had reset them (mostly past its deadline while the call waited)");
+        _abandoned.Add(1, new KeyValuePair<string, object?>("method", method));
     }
 }
 
