@@ -35,13 +35,9 @@ public static class AbandonedCalls
             try
             {
                 // Mostly the request came with its headers: one look, no wait.
-                if (!context.RequestAborted.IsCancellationRequested && body.TryRead(out var read))
+                if (!context.RequestAborted.IsCancellationRequested && body.TryRead(out var read) && LookedEnough(body, read))
                 {
-                    body.AdvanceTo(read.Buffer.Start, read.Buffer.End);
-                    if (read.IsCompleted || read.IsCanceled || read.Buffer.Length >= MaxLookahead)
-                    {
-                        return next(context);
-                    }
+                    return next(context);
                 }
             }
             catch (Exception e) when (IsGone(e, context))
@@ -60,15 +56,12 @@ public static class AbandonedCalls
     {
         try
         {
-            while (true)
+            ReadResult read;
+            do
             {
-                var read = await body.ReadAsync(context.RequestAborted);
-                body.AdvanceTo(read.Buffer.Start, read.Buffer.End);
-                if (read.IsCompleted || read.IsCanceled || read.Buffer.Length >= MaxLookahead)
-                {
-                    break;
-                }
+                read = await body.ReadAsync(context.RequestAborted);
             }
+            while (!LookedEnough(body, read));
         }
         catch (Exception e) when (IsGone(e, context))
         {
@@ -76,6 +69,16 @@ public static class AbandonedCalls
             return;
         }
         await next(context);
+    }
+
+    /// <summary>
+    /// Marks what was read as looked at, none of it consumed (gRPC reads it all again), and says whether the request is
+    /// whole or long enough to hand over.
+    /// </summary>
+    private static bool LookedEnough(PipeReader body, ReadResult read)
+    {
+        body.AdvanceTo(read.Buffer.Start, read.Buffer.End);
+        return read.IsCompleted || read.IsCanceled || read.Buffer.Length >= MaxLookahead;
     }
 
     /// <summary>The request stream was reset or aborted: the caller is gone.</summary>
