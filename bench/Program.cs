@@ -68,9 +68,13 @@ var generatorCpus = new Option<string>("--generator-cpus")
     Description = "Run the load generator (and h2load) on these CPUs only, e.g. 2-3 (Linux)",
     HelpName = "LIST",
 };
+var leanGenerator = new Option<bool>("--lean-generator")
+{
+    Description = "Also drive the half-load phases from a generator that costs little CPU (HTTP/2 written by hand, no thread pool; see README)",
+};
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
 {
-    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, h2load, serviceCpus, generatorCpus,
+    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, h2load, serviceCpus, generatorCpus, leanGenerator,
 };
 recommend.SetAction(async (result, ct) =>
 {
@@ -98,7 +102,7 @@ async Task<int> RunRecommend(ParseResult result)
     return Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds), Math.Max(1, result.GetValue(callers)),
         Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline), fixedRates, environment,
         result.GetValue(h2load), CpuAffinity.Parse(result.GetValue(serviceCpus), "--service-cpus"),
-        CpuAffinity.Parse(result.GetValue(generatorCpus), "--generator-cpus")),
+        CpuAffinity.Parse(result.GetValue(generatorCpus), "--generator-cpus"), result.GetValue(leanGenerator)),
         result.GetValue(json));
 }
 

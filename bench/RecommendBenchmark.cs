@@ -24,7 +24,8 @@ public static class RecommendBenchmark
 {
     public static async Task<JsonObject> RunAsync(string? dataDir, double seconds, int callers, int channels, int rounds = 3,
         IReadOnlyList<double>? loadFractions = null, bool inlineIO = false, IReadOnlyList<double>? rates = null,
-        IReadOnlyDictionary<string, string>? serviceEnvironment = null, bool useH2Load = false, int[]? serviceCpus = null, int[]? generatorCpus = null)
+        IReadOnlyDictionary<string, string>? serviceEnvironment = null, bool useH2Load = false, int[]? serviceCpus = null, int[]? generatorCpus = null,
+        bool leanGenerator = false)
     {
         var h2load = !useH2Load ? null
             : H2Load.Find() ?? throw new InvalidOperationException("--h2load: h2load is not on PATH (Debian: apt-get install nghttp2-client)");
@@ -141,7 +142,7 @@ public static class RecommendBenchmark
             BenchEnvironment.Log($"ceiling at the same rate, from schedule: {ceilingHalf}; {ceilingCost.Describe()}");
             // On request, the same two phases with h2load as the generator: a fraction of the CPU the .NET generator takes,
             // but one connection per 100 calls/s (its pacing), which costs the query service more per call.
-            JsonObject? lean = null;
+            JsonObject? h2loadJson = null;
             if (h2load is not null)
             {
                 double rate = recommendStats.Rps / 2;
@@ -161,11 +162,41 @@ public static class RecommendBenchmark
                 BenchEnvironment.Log($"h2load: Recommend at half load ({rate:N0}/s), from send: {leanHalf.Stats}; {leanHalfCost.Describe()}");
                 var (leanCeiling, leanCeilingCost) = await LeanPhase("Ping", pingRequest, pingBytes, seconds);
                 BenchEnvironment.Log($"h2load: ceiling at the same rate, from send: {leanCeiling.Stats}; {leanCeilingCost.Describe()}");
-                lean = new JsonObject
+                h2loadJson = new JsonObject
                 {
                     ["connections"] = H2Load.Connections(rate),
                     ["half_load"] = leanHalf.Stats.ToJson(),
                     ["ceiling_half_load"] = leanCeiling.Stats.ToJson(),
+                    ["half_load_cores_busy"] = leanHalfCost.CoresJson(),
+                    ["ceiling_half_load_cores_busy"] = leanCeilingCost.CoresJson(),
+                    ["half_load_runtime"] = leanHalfCost.RuntimeJson(),
+                    ["ceiling_half_load_runtime"] = leanCeilingCost.RuntimeJson(),
+                };
+            }
+            // On request, the same two phases from a generator that costs the machine little (LeanH2c: HTTP/2 by hand over
+            // as many connections as the main generator has channels), to show what the services do when their caller's
+            // cost is off their cores, as it is in production.
+            JsonObject? leanJson = null;
+            if (leanGenerator)
+            {
+                double rate = recommendStats.Rps / 2;
+                var server = new IPEndPoint(IPAddress.Loopback, queryPort);
+                byte[][] recommendFrames = [.. recommendRequests.Select(H2Load.Frame)], pingFrames = [H2Load.Frame(pingRequest)];
+                Task<((Stats FromSchedule, Stats FromSend) Result, PhaseCost Cost)> LeanPhase(string method, byte[][] frames, double phaseSeconds) =>
+                    WithCost(() => Task.Factory.StartNew(() => LeanH2c.Run(server, $"/retrieval.v1.QueryTower/{method}", frames, rate, phaseSeconds,
+                        channels, TimeSpan.FromSeconds(5)), TaskCreationOptions.LongRunning), rate * phaseSeconds);
+                await LeanPhase("Recommend", recommendFrames, Math.Min(seconds, 3)); // unmeasured, as above
+                var ((leanHalf, leanHalfFromSend), leanHalfCost) = await LeanPhase("Recommend", recommendFrames, seconds);
+                BenchEnvironment.Log($"lean generator: Recommend at half load ({rate:N0}/s), from schedule: {leanHalf}; {leanHalfCost.Describe()}");
+                BenchEnvironment.Log($"lean generator: Recommend at half load, from send: {leanHalfFromSend}");
+                var ((leanCeiling, _), leanCeilingCost) = await LeanPhase("Ping", pingFrames, seconds);
+                BenchEnvironment.Log($"lean generator: ceiling at the same rate, from schedule: {leanCeiling}; {leanCeilingCost.Describe()}");
+                leanJson = new JsonObject
+                {
+                    ["connections"] = channels,
+                    ["half_load"] = leanHalf.ToJson(),
+                    ["half_load_from_send"] = leanHalfFromSend.ToJson(),
+                    ["ceiling_half_load"] = leanCeiling.ToJson(),
                     ["half_load_cores_busy"] = leanHalfCost.CoresJson(),
                     ["ceiling_half_load_cores_busy"] = leanCeilingCost.CoresJson(),
                     ["half_load_runtime"] = leanHalfCost.RuntimeJson(),
@@ -219,7 +250,8 @@ public static class RecommendBenchmark
                 ["ceiling_half_load_cores_busy"] = ceilingCost.CoresJson(),
                 ["half_load_runtime"] = halfCost.RuntimeJson(),
                 ["ceiling_half_load_runtime"] = ceilingCost.RuntimeJson(),
-                ["h2load"] = lean,
+                ["h2load"] = h2loadJson,
+                ["lean_generator"] = leanJson,
                 ["open_loop"] = openLoop,
                 ["inline_io"] = inlineIO,
                 ["service_cpus"] = serviceCpus is null ? null : new JsonArray([.. serviceCpus.Select(c => (JsonNode?)c)]),
