@@ -122,7 +122,7 @@ internal static class LeanH2c
         private int _outLength;
         private int _nextStream = 1;
         private int _inFlight;
-        private int _maxStreams = 100;
+        private volatile int _maxStreams = 100;
         private long _sendWindow = 65_535;
         private volatile bool _closed;
 
