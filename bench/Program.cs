@@ -99,11 +99,22 @@ async Task<int> RunRecommend(ParseResult result)
     var fixedRates = Numbers(result.GetValue(rates)!, "--rates", "a rate between 1 and 1,000,000 requests/s", v => v is >= 1 and <= 1_000_000);
     var environment = (result.GetValue(serviceEnv) ?? []).Select(e => e.Split('=', 2) is [{ Length: > 0 } name, var value]
         ? KeyValuePair.Create(name, value) : throw new ArgumentException($"--service-env: '{e}' is not NAME=VALUE")).ToDictionary();
-    return Report(await RecommendBenchmark.RunAsync(result.GetValue(dataDir), result.GetValue(recSeconds), Math.Max(1, result.GetValue(callers)),
-        Math.Max(1, result.GetValue(channels)), Math.Max(1, result.GetValue(rounds)), fractions, result.GetValue(inline), fixedRates, environment,
-        result.GetValue(h2load), CpuAffinity.Parse(result.GetValue(serviceCpus), "--service-cpus"),
-        CpuAffinity.Parse(result.GetValue(generatorCpus), "--generator-cpus"), result.GetValue(leanGenerator)),
-        result.GetValue(json));
+    return Report(await RecommendBenchmark.RunAsync(new RecommendOptions
+    {
+        DataDir = result.GetValue(dataDir),
+        Seconds = result.GetValue(recSeconds),
+        Callers = Math.Max(1, result.GetValue(callers)),
+        Channels = Math.Max(1, result.GetValue(channels)),
+        Rounds = Math.Max(1, result.GetValue(rounds)),
+        LoadFractions = fractions,
+        Rates = fixedRates,
+        InlineIO = result.GetValue(inline),
+        ServiceEnvironment = environment,
+        H2Load = result.GetValue(h2load),
+        LeanGenerator = result.GetValue(leanGenerator),
+        ServiceCpus = CpuAffinity.Parse(result.GetValue(serviceCpus), "--service-cpus"),
+        GeneratorCpus = CpuAffinity.Parse(result.GetValue(generatorCpus), "--generator-cpus"),
+    }), result.GetValue(json));
 }
 
 static List<double> Numbers(string list, string option, string what, Func<double, bool> valid) =>

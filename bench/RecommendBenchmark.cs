@@ -13,6 +13,49 @@ using Retrieval.V1;
 
 namespace Retrieval.Bench;
 
+/// <summary>What `bench recommend` runs: its command-line options, with the same defaults.</summary>
+public sealed record RecommendOptions
+{
+    /// <summary>MovieLens 100k folder; null: ../shared/data/ml-100k, else the generated sample.</summary>
+    public string? DataDir { get; init; }
+
+    /// <summary>Duration of each phase.</summary>
+    public double Seconds { get; init; } = 10;
+
+    /// <summary>Concurrent callers of the closed loop.</summary>
+    public int Callers { get; init; } = 32;
+
+    /// <summary>gRPC channels (connections) the callers share; the lean generator opens as many.</summary>
+    public int Channels { get; init; } = 4;
+
+    /// <summary>Alternating rounds of ceiling and Recommend; each reports its best.</summary>
+    public int Rounds { get; init; } = 3;
+
+    /// <summary>More open-loop phases, as fractions of the measured maximum.</summary>
+    public IReadOnlyList<double> LoadFractions { get; init; } = [];
+
+    /// <summary>More open-loop phases at fixed requests/s.</summary>
+    public IReadOnlyList<double> Rates { get; init; } = [];
+
+    /// <summary>Start the services with Transport:InlineIO.</summary>
+    public bool InlineIO { get; init; }
+
+    /// <summary>Variables set in both services' environment.</summary>
+    public IReadOnlyDictionary<string, string> ServiceEnvironment { get; init; } = new Dictionary<string, string>();
+
+    /// <summary>Also drive the half-load phases with nghttp2's h2load.</summary>
+    public bool H2Load { get; init; }
+
+    /// <summary>Also drive the half-load phases from <see cref="LeanH2c"/>.</summary>
+    public bool LeanGenerator { get; init; }
+
+    /// <summary>CPUs for both services, or null for any.</summary>
+    public int[]? ServiceCpus { get; init; }
+
+    /// <summary>CPUs for the generator, or null for any.</summary>
+    public int[]? GeneratorCpus { get; init; }
+}
+
 /// <summary>
 /// bench recommend: trains and publishes the tutorial model (MovieLens 100k when present, else the generated
 /// sample), starts both services as child processes on loopback, and drives them with many concurrent callers
@@ -22,43 +65,37 @@ namespace Retrieval.Bench;
 /// </summary>
 public static class RecommendBenchmark
 {
-    public static async Task<JsonObject> RunAsync(string? dataDir, double seconds, int callers, int channels, int rounds = 3,
-        IReadOnlyList<double>? loadFractions = null, bool inlineIO = false, IReadOnlyList<double>? rates = null,
-        IReadOnlyDictionary<string, string>? serviceEnvironment = null, bool useH2Load = false, int[]? serviceCpus = null, int[]? generatorCpus = null,
-        bool leanGenerator = false)
+    public static async Task<JsonObject> RunAsync(RecommendOptions options)
     {
-        var h2load = !useH2Load ? null
+        var h2load = !options.H2Load ? null
             : H2Load.Find() ?? throw new InvalidOperationException("--h2load: h2load is not on PATH (Debian: apt-get install nghttp2-client)");
-        serviceEnvironment ??= new Dictionary<string, string>();
         _stopping = false; // one benchmark's state: a second run in the same process starts clean
         Interlocked.Exchange(ref _errors, 0);
         RecentOutput.Clear();
         Failures.Clear();
-        loadFractions ??= [];
-        rates ??= [];
         // Transport:InlineIO makes both services (and the query service's gRPC client) run socket I/O continuations on
         // the epoll threads instead of hopping to the thread pool.
-        string[] transport = inlineIO ? ["--Transport:InlineIO", "true"] : [];
+        string[] transport = options.InlineIO ? ["--Transport:InlineIO", "true"] : [];
         // On request, the services run on some CPUs and the generator on others (on a machine with cores to spare, the
         // services' figures on a set number of cores without the generator taking a share of them).
-        if (generatorCpus is not null)
+        if (options.GeneratorCpus is not null)
         {
-            CpuAffinity.PinThisProcess(generatorCpus);
+            CpuAffinity.PinThisProcess(options.GeneratorCpus);
         }
-        if (serviceCpus is not null || generatorCpus is not null)
+        if (options.ServiceCpus is not null || options.GeneratorCpus is not null)
         {
-            BenchEnvironment.Log($"services on CPUs {(serviceCpus is null ? "any" : CpuAffinity.Describe(serviceCpus))}, "
-                + $"generator on CPUs {(generatorCpus is null ? "any" : CpuAffinity.Describe(generatorCpus))}");
+            BenchEnvironment.Log($"services on CPUs {(options.ServiceCpus is null ? "any" : CpuAffinity.Describe(options.ServiceCpus))}, "
+                + $"generator on CPUs {(options.GeneratorCpus is null ? "any" : CpuAffinity.Describe(options.GeneratorCpus))}");
         }
         var work = Path.Combine(Path.GetTempPath(), "retrieval-bench-" + Guid.NewGuid().ToString("N")[..8]);
         var models = Path.Combine(work, "models");
-        var (dataset, users, timestamps) = PrepareModel(dataDir, work, models);
+        var (dataset, users, timestamps) = PrepareModel(options.DataDir, work, models);
         static string Dll(string project) => Retrieval.Trainer.Demo.ServiceLauncher.Locate(project);
         int candidatePort = FreePort(), queryPort = FreePort(), candidateMetricsPort = FreePort(), queryMetricsPort = FreePort();
         using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, candidateMetricsPort,
-            ["--Model:Directory", models, .. transport], serviceEnvironment, serviceCpus);
+            ["--Model:Directory", models, .. transport], options.ServiceEnvironment, options.ServiceCpus);
         using var query = StartService(Dll("QueryTower.Service"), queryPort, queryMetricsPort,
-            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}", .. transport], serviceEnvironment, serviceCpus);
+            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}", .. transport], options.ServiceEnvironment, options.ServiceCpus);
         using var scraper = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
         RuntimeEndpoint[] runtimes = [new("query", queryMetricsPort, scraper), new("candidate", candidateMetricsPort, scraper)];
         try
@@ -68,7 +105,7 @@ public static class RecommendBenchmark
             var address = new Uri($"http://127.0.0.1:{queryPort}");
             // No retry policy on the callers' channels: a load generator counts failures rather than hiding them, and
             // gRPC's retrying call buffers every request (allocations and work the generator would take from the services).
-            RetrievalClient[] Connect() => [.. Enumerable.Range(0, channels)
+            RetrievalClient[] Connect() => [.. Enumerable.Range(0, options.Channels)
                 .Select(_ => RetrievalClient.Create(new RetrievalClientOptions { Address = address, Deadline = TimeSpan.FromSeconds(5), MaxAttempts = 1 }))];
             var clients = Connect();
             // The requests are built once: the generator's own allocations and collections are kept out of the figures.
@@ -88,17 +125,17 @@ public static class RecommendBenchmark
 
             // Warm-up (JIT tiers, connections, GC heaps), which also measures what the generator allocates per call.
             long allocatedBefore = GC.GetTotalAllocatedBytes();
-            var warmRecommend = await ClosedLoop(clients, callers, 3, recommend);
-            var warmPing = await ClosedLoop(clients, callers, 3, ping);
+            var warmRecommend = await ClosedLoop(clients, options.Callers, 3, recommend);
+            var warmPing = await ClosedLoop(clients, options.Callers, 3, ping);
             long bytesPerCall = (GC.GetTotalAllocatedBytes() - allocatedBefore) / Math.Max(1, (long)((warmRecommend.Rps + warmPing.Rps) * 3));
             BenchEnvironment.Log($"the generator allocates about {bytesPerCall / 1024.0:F1} KB per call");
             // The two alternate for a few rounds and each reports its best round, so neither gains from going second.
             Stats? recommendStats = null, ceilingStats = null;
-            for (int round = 0; round < rounds; round++)
+            for (int round = 0; round < options.Rounds; round++)
             {
-                var c = await ClosedLoop(clients, callers, seconds, ping);
+                var c = await ClosedLoop(clients, options.Callers, options.Seconds, ping);
                 BenchEnvironment.Log($"round {round + 1} ceiling (Ping, two hops): {c}");
-                var r = await ClosedLoop(clients, callers, seconds, recommend);
+                var r = await ClosedLoop(clients, options.Callers, options.Seconds, recommend);
                 BenchEnvironment.Log($"round {round + 1} Recommend: {r}");
                 ceilingStats = ceilingStats is null || c.Rps > ceilingStats.Rps ? c : ceilingStats;
                 recommendStats = recommendStats is null || r.Rps > recommendStats.Rps ? r : recommendStats;
@@ -127,12 +164,12 @@ public static class RecommendBenchmark
             Task<(T Result, PhaseCost Cost)> WithCost<T>(Func<Task<T>> phase, double calls) => PhaseCost.Measure(phase, calls, processes, runtimes);
             async Task<(Stats FromSchedule, Stats FromSend, PhaseCost Cost)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call)
             {
-                var ((fromSchedule, fromSend), cost) = await WithCost(() => OpenLoopThenRecover(rate, seconds, call), rate * seconds);
+                var ((fromSchedule, fromSend), cost) = await WithCost(() => OpenLoopThenRecover(rate, options.Seconds, call), rate * options.Seconds);
                 return (fromSchedule, fromSend, cost);
             }
             // An unmeasured open-loop run first: the closed loop leaves the services' thread pools grown and the generator's
             // open-loop code untiered, which would be charged to whichever open-loop phase came first.
-            await OpenLoopThenRecover(recommendStats!.Rps / 2, Math.Min(seconds, 3), recommend);
+            await OpenLoopThenRecover(recommendStats!.Rps / 2, Math.Min(options.Seconds, 3), recommend);
             var (half, halfFromSend, halfCost) = await Phase(recommendStats.Rps / 2, recommend);
             BenchEnvironment.Log($"at half load, {halfCost.Describe()}");
             BenchEnvironment.Log($"Recommend at half load ({recommendStats.Rps / 2:N0}/s), from schedule: {half}");
@@ -157,10 +194,10 @@ public static class RecommendBenchmark
                     cost.Cores.Remove("generator");
                     return (result, cost);
                 }
-                await LeanPhase("Recommend", recommendRequests[0], recommendBytes, Math.Min(seconds, 3)); // unmeasured, as above
-                var (leanHalf, leanHalfCost) = await LeanPhase("Recommend", recommendRequests[0], recommendBytes, seconds);
+                await LeanPhase("Recommend", recommendRequests[0], recommendBytes, Math.Min(options.Seconds, 3)); // unmeasured, as above
+                var (leanHalf, leanHalfCost) = await LeanPhase("Recommend", recommendRequests[0], recommendBytes, options.Seconds);
                 BenchEnvironment.Log($"h2load: Recommend at half load ({rate:N0}/s), from send: {leanHalf.Stats}; {leanHalfCost.Describe()}");
-                var (leanCeiling, leanCeilingCost) = await LeanPhase("Ping", pingRequest, pingBytes, seconds);
+                var (leanCeiling, leanCeilingCost) = await LeanPhase("Ping", pingRequest, pingBytes, options.Seconds);
                 BenchEnvironment.Log($"h2load: ceiling at the same rate, from send: {leanCeiling.Stats}; {leanCeilingCost.Describe()}");
                 h2loadJson = new JsonObject
                 {
@@ -177,23 +214,23 @@ public static class RecommendBenchmark
             // as many connections as the main generator has channels), to show what the services do when their caller's
             // cost is off their cores, as it is in production.
             JsonObject? leanJson = null;
-            if (leanGenerator)
+            if (options.LeanGenerator)
             {
                 double rate = recommendStats.Rps / 2;
                 var server = new IPEndPoint(IPAddress.Loopback, queryPort);
                 byte[][] recommendFrames = [.. recommendRequests.Select(H2Load.Frame)], pingFrames = [H2Load.Frame(pingRequest)];
                 Task<((Stats FromSchedule, Stats FromSend) Result, PhaseCost Cost)> LeanPhase(string method, byte[][] frames, double phaseSeconds) =>
                     WithCost(() => Task.Factory.StartNew(() => LeanH2c.Run(server, $"/retrieval.v1.QueryTower/{method}", frames, rate, phaseSeconds,
-                        channels, TimeSpan.FromSeconds(5)), TaskCreationOptions.LongRunning), rate * phaseSeconds);
-                await LeanPhase("Recommend", recommendFrames, Math.Min(seconds, 3)); // unmeasured, as above
-                var ((leanHalf, leanHalfFromSend), leanHalfCost) = await LeanPhase("Recommend", recommendFrames, seconds);
+                        options.Channels, TimeSpan.FromSeconds(5)), TaskCreationOptions.LongRunning), rate * phaseSeconds);
+                await LeanPhase("Recommend", recommendFrames, Math.Min(options.Seconds, 3)); // unmeasured, as above
+                var ((leanHalf, leanHalfFromSend), leanHalfCost) = await LeanPhase("Recommend", recommendFrames, options.Seconds);
                 BenchEnvironment.Log($"lean generator: Recommend at half load ({rate:N0}/s), from schedule: {leanHalf}; {leanHalfCost.Describe()}");
                 BenchEnvironment.Log($"lean generator: Recommend at half load, from send: {leanHalfFromSend}");
-                var ((leanCeiling, _), leanCeilingCost) = await LeanPhase("Ping", pingFrames, seconds);
+                var ((leanCeiling, _), leanCeilingCost) = await LeanPhase("Ping", pingFrames, options.Seconds);
                 BenchEnvironment.Log($"lean generator: ceiling at the same rate, from schedule: {leanCeiling}; {leanCeilingCost.Describe()}");
                 leanJson = new JsonObject
                 {
-                    ["connections"] = channels,
+                    ["connections"] = options.Channels,
                     ["half_load"] = leanHalf.ToJson(),
                     ["half_load_from_send"] = leanHalfFromSend.ToJson(),
                     ["ceiling_half_load"] = leanCeiling.ToJson(),
@@ -204,7 +241,7 @@ public static class RecommendBenchmark
                 };
             }
             var openLoop = new JsonArray();
-            foreach (var (key, value, rate) in loadFractions.Select(f => ("fraction", f, recommendStats.Rps * f)).Concat(rates.Select(r => ("rate", r, r))))
+            foreach (var (key, value, rate) in options.LoadFractions.Select(f => ("fraction", f, recommendStats.Rps * f)).Concat(options.Rates.Select(r => ("rate", r, r))))
             {
                 var (f, fs, cost) = await Phase(rate, recommend);
                 string name = key == "fraction" ? $"{value:P0} load" : $"{rate:N0}/s";
@@ -236,10 +273,10 @@ public static class RecommendBenchmark
             {
                 ["benchmark"] = "recommend",
                 ["dataset"] = dataset,
-                ["seconds"] = seconds,
-                ["callers"] = callers,
-                ["channels"] = channels,
-                ["rounds"] = rounds,
+                ["seconds"] = options.Seconds,
+                ["callers"] = options.Callers,
+                ["channels"] = options.Channels,
+                ["rounds"] = options.Rounds,
                 ["recommend"] = recommendStats!.ToJson(),
                 ["ceiling"] = ceilingStats!.ToJson(),
                 ["ratio"] = Math.Round(recommendStats.Rps / ceilingStats.Rps, 3),
@@ -253,10 +290,10 @@ public static class RecommendBenchmark
                 ["h2load"] = h2loadJson,
                 ["lean_generator"] = leanJson,
                 ["open_loop"] = openLoop,
-                ["inline_io"] = inlineIO,
-                ["service_cpus"] = serviceCpus is null ? null : new JsonArray([.. serviceCpus.Select(c => (JsonNode?)c)]),
-                ["generator_cpus"] = generatorCpus is null ? null : new JsonArray([.. generatorCpus.Select(c => (JsonNode?)c)]),
-                ["service_environment"] = new JsonObject(serviceEnvironment.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
+                ["inline_io"] = options.InlineIO,
+                ["service_cpus"] = options.ServiceCpus is null ? null : new JsonArray([.. options.ServiceCpus.Select(c => (JsonNode?)c)]),
+                ["generator_cpus"] = options.GeneratorCpus is null ? null : new JsonArray([.. options.GeneratorCpus.Select(c => (JsonNode?)c)]),
+                ["service_environment"] = new JsonObject(options.ServiceEnvironment.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
             };
         }
         finally
