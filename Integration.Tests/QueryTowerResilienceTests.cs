@@ -38,14 +38,20 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         // A gRPC request over plain HTTP/2 that announces a 100-byte message, sends 10 bytes of it, and is then reset, as
         // a caller resets a call at its deadline.
         using var http = new HttpClient();
+        var unfinished = new UnfinishedGrpcMessage();
         using var request = new HttpRequestMessage(HttpMethod.Post, $"{pair.Query.Address}/retrieval.v1.QueryTower/Recommend")
         {
             Version = System.Net.HttpVersion.Version20,
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            Content = new UnfinishedGrpcMessage(),
+            Content = unfinished,
         };
-        using var reset = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, reset.Token));
+        using var reset = new CancellationTokenSource();
+        var call = http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, reset.Token);
+        // Reset once the headers and the partial message are on the wire and the service has had time to take the call up.
+        await unfinished.Sent.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        await Task.Delay(300);
+        await reset.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
 
         string scrape = "";
         for (var deadline = DateTime.UtcNow.AddSeconds(10); DateTime.UtcNow < deadline && !scrape.Contains("retrieval_query_abandoned_total{"); await Task.Delay(100))
@@ -68,6 +74,9 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
     {
         public UnfinishedGrpcMessage() => Headers.TryAddWithoutValidation("Content-Type", "application/grpc");
 
+        /// <summary>Set once the partial message is written and flushed.</summary>
+        public TaskCompletionSource Sent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
         protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) =>
             SerializeToStreamAsync(stream, context, CancellationToken.None);
 
@@ -76,6 +85,7 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
             byte[] part = [0, 0, 0, 0, 100, 10, 1, 49, 0, 0, 0, 0, 0, 0, 0];
             await stream.WriteAsync(part, cancellationToken);
             await stream.FlushAsync(cancellationToken);
+            Sent.TrySetResult();
             await Task.Delay(Timeout.Infinite, cancellationToken);
         }
 
