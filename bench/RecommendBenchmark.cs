@@ -199,16 +199,8 @@ public static class RecommendBenchmark
                 BenchEnvironment.Log($"h2load: Recommend at half load ({rate:N0}/s), from send: {leanHalf.Stats}; {leanHalfCost.Describe()}");
                 var (leanCeiling, leanCeilingCost) = await LeanPhase("Ping", pingRequest, pingBytes, options.Seconds);
                 BenchEnvironment.Log($"h2load: ceiling at the same rate, from send: {leanCeiling.Stats}; {leanCeilingCost.Describe()}");
-                h2loadJson = new JsonObject
-                {
-                    ["connections"] = H2Load.Connections(rate),
-                    ["half_load"] = leanHalf.Stats.ToJson(),
-                    ["ceiling_half_load"] = leanCeiling.Stats.ToJson(),
-                    ["half_load_cores_busy"] = leanHalfCost.CoresJson(),
-                    ["ceiling_half_load_cores_busy"] = leanCeilingCost.CoresJson(),
-                    ["half_load_runtime"] = leanHalfCost.RuntimeJson(),
-                    ["ceiling_half_load_runtime"] = leanCeilingCost.RuntimeJson(),
-                };
+                h2loadJson = AddHalfLoad(new JsonObject { ["connections"] = H2Load.Connections(rate) },
+                    leanHalf.Stats, null, leanCeiling.Stats, leanHalfCost, leanCeilingCost);
             }
             // On request, the same two phases from a generator that costs the machine little (LeanH2c: HTTP/2 by hand over
             // as many connections as the main generator has channels), to show what the services do when their caller's
@@ -228,17 +220,8 @@ public static class RecommendBenchmark
                 BenchEnvironment.Log($"lean generator: Recommend at half load, from send: {leanHalfFromSend}");
                 var ((leanCeiling, _), leanCeilingCost) = await LeanPhase("Ping", pingFrames, options.Seconds);
                 BenchEnvironment.Log($"lean generator: ceiling at the same rate, from schedule: {leanCeiling}; {leanCeilingCost.Describe()}");
-                leanJson = new JsonObject
-                {
-                    ["connections"] = options.Channels,
-                    ["half_load"] = leanHalf.ToJson(),
-                    ["half_load_from_send"] = leanHalfFromSend.ToJson(),
-                    ["ceiling_half_load"] = leanCeiling.ToJson(),
-                    ["half_load_cores_busy"] = leanHalfCost.CoresJson(),
-                    ["ceiling_half_load_cores_busy"] = leanCeilingCost.CoresJson(),
-                    ["half_load_runtime"] = leanHalfCost.RuntimeJson(),
-                    ["ceiling_half_load_runtime"] = leanCeilingCost.RuntimeJson(),
-                };
+                leanJson = AddHalfLoad(new JsonObject { ["connections"] = options.Channels },
+                    leanHalf, leanHalfFromSend, leanCeiling, leanHalfCost, leanCeilingCost);
             }
             var openLoop = new JsonArray();
             foreach (var (key, value, rate) in options.LoadFractions.Select(f => ("fraction", f, recommendStats.Rps * f)).Concat(options.Rates.Select(r => ("rate", r, r))))
@@ -269,7 +252,7 @@ public static class RecommendBenchmark
                         + string.Join('\n', RecentOutput.GetValueOrDefault(service.Id) ?? []));
                 }
             }
-            return new JsonObject
+            var report = new JsonObject
             {
                 ["benchmark"] = "recommend",
                 ["dataset"] = dataset,
@@ -280,21 +263,16 @@ public static class RecommendBenchmark
                 ["recommend"] = recommendStats!.ToJson(),
                 ["ceiling"] = ceilingStats!.ToJson(),
                 ["ratio"] = Math.Round(recommendStats.Rps / ceilingStats.Rps, 3),
-                ["half_load"] = half.ToJson(),
-                ["half_load_from_send"] = halfFromSend.ToJson(),
-                ["ceiling_half_load"] = ceilingHalf.ToJson(),
-                ["half_load_cores_busy"] = halfCost.CoresJson(),
-                ["ceiling_half_load_cores_busy"] = ceilingCost.CoresJson(),
-                ["half_load_runtime"] = halfCost.RuntimeJson(),
-                ["ceiling_half_load_runtime"] = ceilingCost.RuntimeJson(),
-                ["h2load"] = h2loadJson,
-                ["lean_generator"] = leanJson,
-                ["open_loop"] = openLoop,
-                ["inline_io"] = options.InlineIO,
-                ["service_cpus"] = options.ServiceCpus is null ? null : new JsonArray([.. options.ServiceCpus.Select(c => (JsonNode?)c)]),
-                ["generator_cpus"] = options.GeneratorCpus is null ? null : new JsonArray([.. options.GeneratorCpus.Select(c => (JsonNode?)c)]),
-                ["service_environment"] = new JsonObject(options.ServiceEnvironment.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
             };
+            AddHalfLoad(report, half, halfFromSend, ceilingHalf, halfCost, ceilingCost);
+            report["h2load"] = h2loadJson;
+            report["lean_generator"] = leanJson;
+            report["open_loop"] = openLoop;
+            report["inline_io"] = options.InlineIO;
+            report["service_cpus"] = options.ServiceCpus is null ? null : new JsonArray([.. options.ServiceCpus.Select(c => (JsonNode?)c)]);
+            report["generator_cpus"] = options.GeneratorCpus is null ? null : new JsonArray([.. options.GeneratorCpus.Select(c => (JsonNode?)c)]);
+            report["service_environment"] = new JsonObject(options.ServiceEnvironment.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value)));
+            return report;
         }
         finally
         {
@@ -309,6 +287,22 @@ public static class RecommendBenchmark
             {
             }
         }
+    }
+
+    /// <summary>Adds the keys every half-load report has, whichever generator drove it, to <paramref name="report"/>.</summary>
+    private static JsonObject AddHalfLoad(JsonObject report, Stats half, Stats? halfFromSend, Stats ceiling, PhaseCost halfCost, PhaseCost ceilingCost)
+    {
+        report["half_load"] = half.ToJson();
+        if (halfFromSend is not null)
+        {
+            report["half_load_from_send"] = halfFromSend.ToJson();
+        }
+        report["ceiling_half_load"] = ceiling.ToJson();
+        report["half_load_cores_busy"] = halfCost.CoresJson();
+        report["ceiling_half_load_cores_busy"] = ceilingCost.CoresJson();
+        report["half_load_runtime"] = halfCost.RuntimeJson();
+        report["ceiling_half_load_runtime"] = ceilingCost.RuntimeJson();
+        return report;
     }
 
     private static (string Dataset, string[] Users, long[] Timestamps) PrepareModel(string? dataDir, string work, string models)
