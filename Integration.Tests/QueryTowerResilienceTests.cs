@@ -126,16 +126,27 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         Assert.False(normal.Degraded, normal.DegradedReason);
 
         pair.Candidate.Kill();
+        // The deadline is the subject, its length is not: two seconds, so that a CI machine busy for most of a second
+        // (one run missed 800 ms while the request was still being written) does not fail the test.
+        var within = TimeSpan.FromSeconds(2);
         for (int i = 0; i < 5; i++)
         {
             var clock = Stopwatch.StartNew();
-            var answer = await client.RecommendAsync("1", 10, deadline: DateTime.UtcNow.AddMilliseconds(800));
+            Retrieval.V1.RecommendResponse answer;
+            try
+            {
+                answer = await client.RecommendAsync("1", 10, deadline: DateTime.UtcNow + within);
+            }
+            catch (Grpc.Core.RpcException e)
+            {
+                throw new Xunit.Sdk.XunitException($"call {i} after the kill failed after {clock.ElapsedMilliseconds} ms: {e.Status}\n{pair.Query.Output}");
+            }
             clock.Stop();
             Assert.True(answer.Degraded);
             Assert.NotEmpty(answer.DegradedReason);
             Assert.Equal(10, answer.Movies.Count);
             Assert.Equal(version, answer.ModelVersion);
-            Assert.True(clock.ElapsedMilliseconds < 800, $"degraded answer took {clock.ElapsedMilliseconds} ms");
+            Assert.True(clock.Elapsed < within, $"degraded answer took {clock.ElapsedMilliseconds} ms");
             // The fallback is the training popularity list.
             using var artifact = Retrieval.Core.Artifact.ModelArtifact.Load(new Retrieval.Core.Artifact.ModelRepository(models).VersionDirectory(version));
             Assert.Equal(artifact.Manifest.PopularMovieIds.Take(10), answer.Movies.Select(m => m.MovieId));
@@ -148,7 +159,7 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         Assert.Contains("1 answer(s) from the popularity fallback", pair.Query.Output);
         // The streaming variant degrades the same way: one message, the popularity list.
         var streamed = new List<Retrieval.V1.RecommendResponse>();
-        await foreach (var message in client.RecommendStreamAsync(new Retrieval.V1.QueryContext { UserId = "1" }, 10, deadline: DateTime.UtcNow.AddMilliseconds(800)))
+        await foreach (var message in client.RecommendStreamAsync(new Retrieval.V1.QueryContext { UserId = "1" }, 10, deadline: DateTime.UtcNow + within))
         {
             streamed.Add(message);
         }
