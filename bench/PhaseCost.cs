@@ -24,11 +24,18 @@ public sealed class PhaseCost
     /// <summary>Each service's runtime figures over the phase, by service name.</summary>
     public Dictionary<string, ServiceRuntime> Services { get; }
 
+    /// <summary>How long a phase waits after reading the services' counters before it starts.</summary>
+    public static readonly TimeSpan SettleAfterScrape = TimeSpan.FromSeconds(1);
+
     /// <summary>Runs <paramref name="phase"/> and measures what it cost; <paramref name="calls"/> is how many calls it sent.</summary>
     public static async Task<(T Result, PhaseCost Cost)> Measure<T>(Func<Task<T>> phase, double calls,
         (string Name, Process Process)[] processes, IReadOnlyList<RuntimeEndpoint> services)
     {
         var counters = await Task.WhenAll(services.Select(s => s.ScrapeAsync()));
+        // A scrape runs code that runs at no other time (the services' metrics exporters, the parsing here), and about
+        // 100 ms after one the runtime may recompile some of it at a higher tier in the background: a core taken for a
+        // few hundred milliseconds, which at the start of a phase made its slowest requests. The phase waits it out.
+        await Task.Delay(SettleAfterScrape);
         var cpu = CpuTimes(processes);
         var clock = Stopwatch.StartNew();
         var result = await phase();
