@@ -99,11 +99,16 @@ public class CandidateTowerTests(CandidateTowerFixture fixture) : IClassFixture<
         Assert.Equal(400, results.Count);
     }
 
-    [Fact]
-    public async Task BatchTopK_EqualsOneCallPerQuery()
+    [Theory]
+    [InlineData(20)] // 20 × 400 candidates: searched one after another on the calling thread
+    [InlineData(200)] // 200 × 400: enough to share the cores (ExactSearch.ParallelThreshold / 2 candidates per thread)
+    public async Task BatchTopK_EqualsOneCallPerQuery(int queries)
     {
+        int scans = queries * fixture.Artifact.Candidates.Count;
+        Assert.True(queries == 20 ? scans < ExactSearch.ParallelThreshold : scans >= ExactSearch.ParallelThreshold,
+            "the test catalogue no longer puts the two cases on either side of the threshold");
         var request = new BatchTopKRequest { K = 10 };
-        for (int i = 0; i < 20; i++)
+        for (int i = 0; i < queries; i++)
         {
             var q = new TopKQuery();
             q.Embedding.AddRange(QueryOf(i * 13));
@@ -111,7 +116,7 @@ public class CandidateTowerTests(CandidateTowerFixture fixture) : IClassFixture<
         }
         var batch = await Client.BatchTopKAsync(request);
         Assert.Equal(fixture.Models.Version, batch.ModelVersion);
-        for (int i = 0; i < 20; i++)
+        for (int i = 0; i < queries; i++)
         {
             var (single, _, _) = await TopK(Request(QueryOf(i * 13), 10));
             Assert.Equal(single.Select(r => r.MovieId), batch.Results[i].Results.Select(r => r.MovieId));

@@ -108,19 +108,41 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
             response.Results.Add(new TopKResult());
         }
         long scanned = 0;
-        if (request.Queries.Count == 1)
+        int queries = request.Queries.Count;
+        // The batch's queries share the cores only when each core gets enough to scan to pay for the hand-over (as one
+        // query's slices do): a few queries over a small catalogue cost less on the calling thread than the pool work
+        // items, wake-ups and allocations of a parallel loop.
+        long perWorker = ExactSearch.ParallelThreshold / 2;
+        int workers = (int)Math.Min(Math.Min(queries, _options.EffectiveParallelism), (long)queries * lease.Model.Artifact.Candidates.Count / perWorker);
+        if (queries == 1)
         {
             scanned = Search(lease.Model, request.Queries[0].Embedding, request.Queries[0].ExcludeMovieIds, request.K, response.Results[0].Results,
                 titles: !request.OmitTitles);
         }
+        else if (workers <= 1)
+        {
+            for (int i = 0; i < queries; i++)
+            {
+                scanned += Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K,
+                    response.Results[i].Results, titles: !request.OmitTitles, parallelism: 1);
+            }
+        }
         else
         {
-            Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = _options.EffectiveParallelism }, i =>
-                Interlocked.Add(ref scanned, Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K,
-                    response.Results[i].Results, titles: !request.OmitTitles, parallelism: 1)));
+            scanned = SearchInParallel(lease.Model, request, response, workers);
         }
         metrics.Scanned(scanned);
         return response;
+    }
+
+    /// <summary>The batch's queries on <paramref name="workers"/> threads, each query on one; returns the candidates scanned.</summary>
+    private long SearchInParallel(LoadedModel model, BatchTopKRequest request, BatchTopKResponse response, int workers)
+    {
+        long scanned = 0;
+        Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = workers }, i =>
+            Interlocked.Add(ref scanned, Search(model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K,
+                response.Results[i].Results, titles: !request.OmitTitles, parallelism: 1)));
+        return scanned;
     }
 
     public override Task<IndexInfo> GetIndexInfo(GetIndexInfoRequest request, ServerCallContext context)
