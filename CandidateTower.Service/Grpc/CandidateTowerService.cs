@@ -123,8 +123,7 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
         {
             for (int i = 0; i < queries; i++)
             {
-                scanned += Search(lease.Model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K,
-                    response.Results[i].Results, titles: !request.OmitTitles, parallelism: 1);
+                scanned += SearchOne(lease.Model, request, response, i);
             }
         }
         else
@@ -139,11 +138,15 @@ public sealed class CandidateTowerService(ModelStore models, IOptions<SearchOpti
     private long SearchInParallel(LoadedModel model, BatchTopKRequest request, BatchTopKResponse response, int workers)
     {
         long scanned = 0;
-        Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = workers }, i =>
-            Interlocked.Add(ref scanned, Search(model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K,
-                response.Results[i].Results, titles: !request.OmitTitles, parallelism: 1)));
+        Parallel.For(0, request.Queries.Count, new ParallelOptions { MaxDegreeOfParallelism = workers },
+            i => Interlocked.Add(ref scanned, SearchOne(model, request, response, i)));
         return scanned;
     }
+
+    /// <summary>Query <paramref name="i"/> of a batch on the calling thread, into its result; returns the candidates scanned.</summary>
+    private long SearchOne(LoadedModel model, BatchTopKRequest request, BatchTopKResponse response, int i) =>
+        Search(model, request.Queries[i].Embedding, request.Queries[i].ExcludeMovieIds, request.K, response.Results[i].Results,
+            titles: !request.OmitTitles, parallelism: 1);
 
     public override Task<IndexInfo> GetIndexInfo(GetIndexInfoRequest request, ServerCallContext context)
     {
