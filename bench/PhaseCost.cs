@@ -95,12 +95,13 @@ public sealed record ServiceRuntime(double CollectionsPerSecond, double MeanPaus
 }
 
 /// <summary>The runtime's cumulative counters, as one scrape reads them.</summary>
-public sealed record RuntimeCounters(double Collections, double PauseSeconds, double AllocatedBytes, double WorkItems)
+public sealed record RuntimeCounters(double Collections, double PauseSeconds, double AllocatedBytes, double WorkItems, double? JitMethods = null)
 {
     /// <summary>Reads the System.Runtime counters from a Prometheus text exposition.</summary>
     public static RuntimeCounters Parse(string exposition)
     {
         double collections = 0, pause = 0, allocated = 0, workItems = 0;
+        double? jitMethods = null;
         foreach (var line in exposition.Split('\n'))
         {
             if (line.Length == 0 || line[0] == '#')
@@ -119,9 +120,10 @@ public sealed record RuntimeCounters(double Collections, double PauseSeconds, do
                 case "dotnet_gc_pause_time_seconds_total": pause = value; break;
                 case "dotnet_gc_heap_total_allocated_bytes_total": allocated = value; break;
                 case "dotnet_thread_pool_work_item_count_total": workItems = value; break;
+                case "dotnet_jit_compiled_methods_total": jitMethods = value; break;
             }
         }
-        return new RuntimeCounters(collections, pause, allocated, workItems);
+        return new RuntimeCounters(collections, pause, allocated, workItems, jitMethods);
     }
 }
 

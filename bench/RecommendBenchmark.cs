@@ -129,6 +129,7 @@ public static class RecommendBenchmark
             var warmPing = await ClosedLoop(clients, options.Callers, 3, ping);
             long bytesPerCall = (GC.GetTotalAllocatedBytes() - allocatedBefore) / Math.Max(1, (long)((warmRecommend.Rps + warmPing.Rps) * 3));
             BenchEnvironment.Log($"the generator allocates about {bytesPerCall / 1024.0:F1} KB per call");
+            var jitSettled = await SettleJit(clients, options.Callers, [recommend, ping], runtimes);
             // The two alternate for a few rounds and each reports its best round, so neither gains from going second.
             Stats? recommendStats = null, ceilingStats = null;
             for (int round = 0; round < options.Rounds; round++)
@@ -268,6 +269,7 @@ public static class RecommendBenchmark
             report["h2load"] = h2loadJson;
             report["lean_generator"] = leanJson;
             report["open_loop"] = openLoop;
+            report["jit_settle_seconds"] = jitSettled is { } settled ? Math.Round(settled.TotalSeconds, 1) : null;
             report["inline_io"] = options.InlineIO;
             report["service_cpus"] = options.ServiceCpus is null ? null : new JsonArray([.. options.ServiceCpus.Select(c => (JsonNode?)c)]);
             report["generator_cpus"] = options.GeneratorCpus is null ? null : new JsonArray([.. options.GeneratorCpus.Select(c => (JsonNode?)c)]);
@@ -512,6 +514,51 @@ public static class RecommendBenchmark
         ReportFailures();
         return Stats.Of([.. perCaller.SelectMany(l => l)], clock.Elapsed.TotalSeconds, errors);
     }
+
+    /// <summary>
+    /// Runs the workloads in turns of five seconds until the services' JIT has settled: fewer than
+    /// <see cref="JitSettledBelow"/> methods compiled in each of two turns, or <see cref="JitSettleLimit"/>. A service
+    /// keeps recompiling for a minute or two after it starts (code its timers and rarer request paths run, which reaches
+    /// the runtime's call counts late, moved up a tier in the background), and a burst of that takes a core for
+    /// 50–200 ms: measured phases should see a service as it runs for days, not in its first minutes. Returns how long
+    /// it took, or null when the services do not report their compiled methods.
+    /// </summary>
+    private static async Task<TimeSpan?> SettleJit(RetrievalClient[] clients, int callers, Func<QueryTower.QueryTowerClient, int, Task>[] workloads,
+        IReadOnlyList<RuntimeEndpoint> services)
+    {
+        async Task<double?> Compiled()
+        {
+            var counters = await Task.WhenAll(services.Select(s => s.ScrapeAsync()));
+            return counters.All(c => c?.JitMethods is not null) ? counters.Sum(c => c!.JitMethods!.Value) : null;
+        }
+        var clock = Stopwatch.StartNew();
+        if (await Compiled() is not { } last)
+        {
+            BenchEnvironment.Log("the services do not report their compiled methods: measuring without waiting for their JIT to settle");
+            return null;
+        }
+        int quietTurns = 0;
+        double added = 0;
+        for (int turn = 0; quietTurns < 2 && clock.Elapsed < JitSettleLimit; turn++)
+        {
+            await ClosedLoop(clients, callers, 5, workloads[turn % workloads.Length]);
+            double now = await Compiled() ?? last;
+            added = now - last;
+            BenchEnvironment.Log($"waiting for the services' JIT to settle: {added:F0} methods compiled in the last 5 s");
+            quietTurns = added < JitSettledBelow ? quietTurns + 1 : 0;
+            last = now;
+        }
+        BenchEnvironment.Log(quietTurns >= 2
+            ? $"the services' JIT settled after {clock.Elapsed.TotalSeconds:F0} s"
+            : $"the services' JIT had not settled after {clock.Elapsed.TotalSeconds:F0} s ({added:F0} methods compiled in the last 5 s): measuring anyway");
+        return clock.Elapsed;
+    }
+
+    /// <summary>Methods compiled per five-second turn below which the services' JIT counts as settled.</summary>
+    private const int JitSettledBelow = 20;
+
+    /// <summary>The longest the benchmark waits for the services' JIT to settle.</summary>
+    private static readonly TimeSpan JitSettleLimit = TimeSpan.FromMinutes(3);
 
     /// <summary>
     /// Requests sent on a fixed schedule at <paramref name="rate"/> per second, whatever the answers' speed (open loop,
