@@ -516,7 +516,7 @@ public static class RecommendBenchmark
     }
 
     /// <summary>
-    /// Runs the workloads in turns of five seconds until the services' JIT has settled: fewer than
+    /// Runs the workloads in turns of <see cref="JitSettleTurnSeconds"/> seconds until the services' JIT has settled: fewer than
     /// <see cref="JitSettledBelow"/> methods compiled in each of two turns, or <see cref="JitSettleLimit"/>. A service
     /// keeps recompiling for a minute or two after it starts (code its timers and rarer request paths run, which reaches
     /// the runtime's call counts late, moved up a tier in the background), and a burst of that takes a core for
@@ -541,20 +541,23 @@ public static class RecommendBenchmark
         double added = 0;
         for (int turn = 0; quietTurns < 2 && clock.Elapsed < JitSettleLimit; turn++)
         {
-            await ClosedLoop(clients, callers, 5, workloads[turn % workloads.Length]);
+            await ClosedLoop(clients, callers, JitSettleTurnSeconds, workloads[turn % workloads.Length]);
             double now = await Compiled() ?? last;
             added = now - last;
-            BenchEnvironment.Log($"waiting for the services' JIT to settle: {added:F0} methods compiled in the last 5 s");
+            BenchEnvironment.Log($"waiting for the services' JIT to settle: {added:F0} methods compiled in the last {JitSettleTurnSeconds} s");
             quietTurns = added < JitSettledBelow ? quietTurns + 1 : 0;
             last = now;
         }
         BenchEnvironment.Log(quietTurns >= 2
             ? $"the services' JIT settled after {clock.Elapsed.TotalSeconds:F0} s"
-            : $"the services' JIT had not settled after {clock.Elapsed.TotalSeconds:F0} s ({added:F0} methods compiled in the last 5 s): measuring anyway");
+            : $"the services' JIT had not settled after {clock.Elapsed.TotalSeconds:F0} s ({added:F0} methods compiled in the last {JitSettleTurnSeconds} s): measuring anyway");
         return clock.Elapsed;
     }
 
-    /// <summary>Methods compiled per five-second turn below which the services' JIT counts as settled.</summary>
+    /// <summary>Length of one turn of the workloads while the services' JIT settles.</summary>
+    private const double JitSettleTurnSeconds = 5;
+
+    /// <summary>Methods compiled per turn below which the services' JIT counts as settled.</summary>
     private const int JitSettledBelow = 20;
 
     /// <summary>The longest the benchmark waits for the services' JIT to settle.</summary>
