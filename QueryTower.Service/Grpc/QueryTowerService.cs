@@ -62,6 +62,7 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
             var response = new RecommendResponse { ModelVersion = lease.Model.Version, KnownUser = known };
             if (outcome.Failure == SearchFailure.None)
             {
+                response.Movies.Capacity = Math.Min(request.K, outcome.Movies.Count); // one array, not three as it grows
                 int rank = 0;
                 foreach (var movie in outcome.Movies)
                 {
@@ -170,11 +171,11 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
     /// The movies to leave out (the request's, and the user's rated ones when asked), the ones the candidate tower is
     /// sent (at most its cap; the rest are filtered here), and how many to fetch so that K remain after filtering.
     /// </summary>
-    private (HashSet<int> Excluded, List<int> Sent, int Fetch) Exclusions(RecommendRequest request, ModelLease lease, RequestInput input)
+    private (HashSet<int> Excluded, IReadOnlyCollection<int> Sent, int Fetch) Exclusions(RecommendRequest request, ModelLease lease, RequestInput input)
     {
         if (request.ExcludeMovieIds.Count == 0 && !request.ExcludeRated)
         {
-            return (NoExclusions, [], request.K);
+            return (NoExclusions, Array.Empty<int>(), request.K);
         }
         var excluded = new HashSet<int>(request.ExcludeMovieIds);
         if (request.ExcludeRated)

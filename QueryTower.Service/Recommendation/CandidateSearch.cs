@@ -157,7 +157,7 @@ public sealed class CandidateSearch : IDisposable
         var left = deadline - DateTime.UtcNow;
         try
         {
-            return await pending.Done.Task.WaitAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero, cancellation);
+            return await pending.Answer.WaitAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero, cancellation);
         }
         catch (TimeoutException)
         {
@@ -172,61 +172,104 @@ public sealed class CandidateSearch : IDisposable
     /// <summary>The degraded reason of a query whose deadline had passed before it could be sent.</summary>
     public const string NoTimeLeft = "no time left to ask the candidate tower";
 
-    /// <summary>One query of a batched call and where its answer goes.</summary>
+    /// <summary>
+    /// One query of a batched call and where its answer goes. The caller's continuation runs where
+    /// <see cref="Complete"/> says: on the completing thread, or as a thread-pool work item (never under a lock).
+    /// </summary>
     private sealed class Pending(float[] embedding, int k, IReadOnlyCollection<int> exclude, DateTime deadline, CancellationToken cancellation)
+        : IThreadPoolWorkItem
     {
+        private readonly TaskCompletionSource<SearchOutcome> _answer = new();
+        private SearchOutcome? _outcome;
+
         public float[] Embedding => embedding;
         public int K => k;
         public IReadOnlyCollection<int> Exclude => exclude;
         public DateTime Deadline => deadline;
         public CancellationToken Cancellation => cancellation;
-        public TaskCompletionSource<SearchOutcome> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public Task<SearchOutcome> Answer => _answer.Task;
+
+        /// <summary>Answers the caller, whose continuation runs on this thread before this returns, or on the thread pool.</summary>
+        public void Complete(SearchOutcome outcome, bool onThisThread)
+        {
+            if (onThisThread)
+            {
+                _answer.TrySetResult(outcome);
+                return;
+            }
+            _outcome = outcome;
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        }
+
+        void IThreadPoolWorkItem.Execute() => _answer.TrySetResult(_outcome!);
     }
 
     /// <summary>
-    /// Sends a batch, then whatever queued meanwhile, until nothing waits; then frees its call slot. A call is
-    /// cancelled once every caller in it has cancelled (a batch of one: with its caller's cancellation).
+    /// Sends a batch, then whatever queued meanwhile, until nothing waits; then frees its call slot. When a batch is
+    /// answered, the next one is sent first; then its callers are answered, the last of them on this thread, which
+    /// has nothing else to do until the next answer (one thread hop fewer per call; the others continue on the pool).
     /// </summary>
     private async Task RunBatchesAsync(string version, List<Pending> batch)
     {
+        var searching = SearchBatchAsync(version, batch);
         while (true)
         {
-            SearchOutcome[] outcomes;
-            using var everyoneLeft = batch.Count > 1 ? new CancellationTokenSource() : null;
-            var registrations = everyoneLeft is null ? [] : WhenAllCancel(batch, everyoneLeft);
-            var cancellation = everyoneLeft?.Token ?? batch[0].Cancellation;
-            try
+            var outcomes = await searching;
+            bool more;
+            string nextVersion;
+            List<Pending> next;
+            lock (_gate)
             {
-                outcomes = await SearchAsync(version, batch, cancellation);
-            }
-            catch (Exception e) when (cancellation.IsCancellationRequested)
-            {
-                _log.LogDebug("Candidate search abandoned: every caller cancelled ({Error})", e.Message);
-                outcomes = [.. batch.Select(_ => new SearchOutcome([], version, SearchFailure.Unavailable, "the callers cancelled"))];
-            }
-            catch (Exception e)
-            {
-                _log.LogError(e, "Batched candidate search failed unexpectedly");
-                outcomes = [.. batch.Select(_ => new SearchOutcome([], version, SearchFailure.Unavailable, "candidate search failed"))];
-            }
-            finally
-            {
-                foreach (var registration in registrations)
+                more = TakeWaiting(out nextVersion, out next);
+                if (!more)
                 {
-                    registration.Dispose();
+                    _inFlight--;
                 }
+            }
+            if (more)
+            {
+                searching = SearchBatchAsync(nextVersion, next);
             }
             for (int i = 0; i < batch.Count; i++)
             {
-                batch[i].Done.TrySetResult(outcomes[i]);
+                batch[i].Complete(outcomes[i], onThisThread: i == batch.Count - 1);
             }
-            lock (_gate)
+            if (!more)
             {
-                if (!TakeWaiting(out version, out batch))
-                {
-                    _inFlight--;
-                    return;
-                }
+                return;
+            }
+            batch = next;
+        }
+    }
+
+    /// <summary>
+    /// One batch's search, answering every query whatever happens. Its call is cancelled once every caller in it has
+    /// cancelled (a batch of one: with its caller's cancellation).
+    /// </summary>
+    private async Task<SearchOutcome[]> SearchBatchAsync(string version, List<Pending> batch)
+    {
+        using var everyoneLeft = batch.Count > 1 ? new CancellationTokenSource() : null;
+        var registrations = everyoneLeft is null ? [] : WhenAllCancel(batch, everyoneLeft);
+        var cancellation = everyoneLeft?.Token ?? batch[0].Cancellation;
+        try
+        {
+            return await SearchAsync(version, batch, cancellation);
+        }
+        catch (Exception e) when (cancellation.IsCancellationRequested)
+        {
+            _log.LogDebug("Candidate search abandoned: every caller cancelled ({Error})", e.Message);
+            return [.. batch.Select(_ => new SearchOutcome([], version, SearchFailure.Unavailable, "the callers cancelled"))];
+        }
+        catch (Exception e)
+        {
+            _log.LogError(e, "Batched candidate search failed unexpectedly");
+            return [.. batch.Select(_ => new SearchOutcome([], version, SearchFailure.Unavailable, "candidate search failed"))];
+        }
+        finally
+        {
+            foreach (var registration in registrations)
+            {
+                registration.Dispose();
             }
         }
     }
@@ -262,7 +305,7 @@ public sealed class CandidateSearch : IDisposable
                 var next = queue.Dequeue();
                 if (next.Cancellation.IsCancellationRequested || next.Deadline <= now)
                 {
-                    next.Done.TrySetResult(new SearchOutcome([], waitingVersion, SearchFailure.Unavailable, "candidate tower timed out"));
+                    next.Complete(new SearchOutcome([], waitingVersion, SearchFailure.Unavailable, "candidate tower timed out"), onThisThread: false);
                     continue;
                 }
                 exclusions += next.Exclude.Count;
@@ -284,49 +327,55 @@ public sealed class CandidateSearch : IDisposable
     /// <summary>One BatchTopK call for the queries (K the largest asked, each answer cut to its own K), inside the pipeline.</summary>
     private async Task<SearchOutcome[]> SearchAsync(string version, List<Pending> batch, CancellationToken cancellation)
     {
-        // No titles: the caller fills them in from its own copy of this version's catalogue.
-        var request = new BatchTopKRequest { K = batch.Max(p => p.K), ModelVersion = version, OmitTitles = true };
+        // No titles: the caller fills them in from its own copy of this version's catalogue. (Loops rather than LINQ
+        // here and below: this runs for every batch, and each LINQ call allocates.)
+        var request = new BatchTopKRequest { ModelVersion = version, OmitTitles = true };
+        // A batch of one carries its caller's deadline; a larger one the latest, and each query stops waiting at its own.
+        var deadline = DateTime.MinValue;
         foreach (var pending in batch)
         {
             var query = new TopKQuery();
             query.Embedding.AddRange(pending.Embedding);
             query.ExcludeMovieIds.AddRange(pending.Exclude);
             request.Queries.Add(query);
+            request.K = Math.Max(request.K, pending.K);
+            deadline = pending.Deadline > deadline ? pending.Deadline : deadline;
         }
-        // A batch of one carries its caller's deadline; a larger one the latest, and each query stops waiting at its own.
-        var deadline = batch.Max(p => p.Deadline);
         if (_maxConcurrentCalls > 0)
         {
             _metrics.CandidateBatch(batch.Count);
         }
+        var outcomes = new SearchOutcome[batch.Count];
         try
         {
-            var response = (BatchTopKResponse)await _pipeline.ExecuteAsync(async ct =>
+            var response = (BatchTopKResponse)await _pipeline.ExecuteAsync(static async (call, ct) =>
             {
                 try
                 {
-                    return (object)await CallAsync(request, deadline, ct);
+                    return (object)await call.Search.CallAsync(call.Request, call.Deadline, ct);
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
                 {
                     // Cancelled by the pipeline's per-attempt timeout (or the caller): let Polly see a cancellation.
                     throw new OperationCanceledException(e.Message, e, ct);
                 }
-            }, cancellation);
+            }, (Search: this, Request: request, Deadline: deadline), cancellation);
             if (response.Results.Count != batch.Count)
             {
                 throw new RpcException(new Status(StatusCode.Internal, $"the candidate tower answered {response.Results.Count} of {batch.Count} queries"));
             }
-            return [.. batch.Select((pending, i) =>
+            for (int i = 0; i < batch.Count; i++)
             {
                 var movies = response.Results[i].Results;
-                return new SearchOutcome(movies.Count <= pending.K ? movies : movies.Take(pending.K).ToList(), response.ModelVersion, SearchFailure.None, "");
-            })];
+                int k = batch[i].K;
+                outcomes[i] = new SearchOutcome(movies.Count <= k ? movies : [.. movies.Take(k)], response.ModelVersion, SearchFailure.None, "");
+            }
         }
         catch (Exception e) when (Failure(e, version, cancellation) is { } failure)
         {
-            return [.. batch.Select(_ => failure)];
+            Array.Fill(outcomes, failure);
         }
+        return outcomes;
     }
 
     /// <summary>
