@@ -182,6 +182,60 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
     }
 
     [Fact]
+    public async Task CandidateTowerStalled_CallsBeyondMaxCallsInFlightAreRefusedAtOnce_TheOthersAnswerWhenItResumes()
+    {
+        var models = shared.Models.NewModelsFolder(out _);
+        using var pair = new ServingPair(models, "--CandidateTower:MaxCallsInFlight", "4", "--CandidateTower:AttemptTimeoutMs", "60000",
+            "--CandidateTower:MaxRetries", "0");
+        await pair.WaitAsync();
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), MaxAttempts = 1, Deadline = TimeSpan.FromSeconds(90) });
+        await client.Raw.PingAsync(new Retrieval.V1.PingRequest()); // the query tower's connection to the candidate tower is open
+
+        pair.Candidate.Suspend();
+        try
+        {
+            // 24 calls against 4 slots: 4 hang on the frozen candidate tower, 20 are refused without being sent on.
+            var calls = Enumerable.Range(0, 24).Select(_ => client.Raw.PingAsync(new Retrieval.V1.PingRequest()).ResponseAsync).ToList();
+            var clock = Stopwatch.StartNew();
+            while (calls.Count(c => c.IsCompleted) < 20 && clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                await Task.Delay(50);
+            }
+            await Task.Delay(500); // and no more than those while the candidate tower stays frozen
+            var refused = calls.Where(c => c.IsCompleted).ToList();
+            Assert.True(refused.Count == 20, $"{refused.Count} of 24 calls ended while 4 call slots were held:\n{pair.Query.Output}");
+            foreach (var call in refused)
+            {
+                var e = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => call);
+                Assert.Equal(Grpc.Core.StatusCode.Unavailable, e.StatusCode);
+                Assert.Contains("too many calls in flight", e.Status.Detail);
+            }
+            // RecommendStream needs a TopK stream, so it is refused too: the degraded answer, at once.
+            var streamed = new List<Retrieval.V1.RecommendResponse>();
+            await foreach (var message in client.RecommendStreamAsync(new Retrieval.V1.QueryContext { UserId = "1" }, 10, deadline: DateTime.UtcNow.AddSeconds(20)))
+            {
+                streamed.Add(message);
+            }
+            var degraded = Assert.Single(streamed);
+            Assert.True(degraded.Degraded);
+            Assert.Contains("too many calls in flight", degraded.DegradedReason);
+            Assert.Equal(10, degraded.Movies.Count);
+
+            pair.Candidate.Resume();
+            foreach (var call in calls.Where(c => !c.IsCompleted))
+            {
+                await call; // the held calls are answered, and give their slots back
+            }
+            await client.Raw.PingAsync(new Retrieval.V1.PingRequest());
+            Assert.False((await client.RecommendAsync("1", 10)).Degraded);
+        }
+        finally
+        {
+            pair.Candidate.Resume();
+        }
+    }
+
+    [Fact]
     public async Task CandidateTowerOnAnotherVersion_TheQueryIsEmbeddedAgainWithAVersionBothHold()
     {
         // The query service holds A (current) and B (its previous version, still in its grace period);

@@ -124,11 +124,21 @@ public sealed class ServiceProcess : IDisposable
     }
 
     /// <summary>Asks the process to stop (SIGTERM), as a deployment does; the host shuts down gracefully.</summary>
-    public void Terminate()
+    public void Terminate() => Signal("-TERM");
+
+    /// <summary>
+    /// Freezes the process (SIGSTOP) until <see cref="Resume"/>, as a long pause or a starved host would: its connections
+    /// stay open and calls to it hang.
+    /// </summary>
+    public void Suspend() => Signal("-STOP");
+
+    public void Resume() => Signal("-CONT");
+
+    private void Signal(string signal)
     {
         if (!_process.HasExited)
         {
-            using var kill = Process.Start(new ProcessStartInfo("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+            using var kill = Process.Start(new ProcessStartInfo("kill", [signal, _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])
             { UseShellExecute = false })!;
             kill.WaitForExit();
         }

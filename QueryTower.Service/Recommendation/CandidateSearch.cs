@@ -20,12 +20,25 @@ public enum SearchFailure
     Unavailable,
 }
 
-/// <summary>An open TopK stream of the candidate tower: its first message, read, and the call to read the rest from.</summary>
-public sealed class CandidateStream(AsyncServerStreamingCall<TopKResponse> call, TopKResponse first) : IDisposable
+/// <summary>
+/// An open TopK stream of the candidate tower: its first message, read, and the call to read the rest from. Disposing
+/// it ends the call and gives back its call slot.
+/// </summary>
+public sealed class CandidateStream(AsyncServerStreamingCall<TopKResponse> call, TopKResponse first, Action release) : IDisposable
 {
+    private int _disposed;
+
     public TopKResponse First { get; } = first;
     public IAsyncStreamReader<TopKResponse> Rest => call.ResponseStream;
-    public void Dispose() => call.Dispose();
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+        {
+            call.Dispose();
+            release();
+        }
+    }
 }
 
 /// <summary>A candidate search's answer (the movies of a batched search without titles: see TopKAsync), or why there is none.</summary>
@@ -49,6 +62,10 @@ public sealed class CandidateSearch : IDisposable
     private readonly QueryMetrics _metrics;
     private readonly int _maxConcurrentCalls;
     private readonly int _maxBatchSize;
+
+    // Calls in flight besides the batches (Ping, TopK streams, version lookups), held under MaxCallsInFlight.
+    private readonly int _maxCallsInFlight;
+    private int _callsInFlight;
 
     // Batching: queries waiting for a call, by model version, and how many batched calls are in flight.
     private readonly Lock _gate = new();
@@ -74,6 +91,7 @@ public sealed class CandidateSearch : IDisposable
         var o = options.Value;
         _maxConcurrentCalls = o.MaxConcurrentCalls;
         _maxBatchSize = o.MaxBatchSize;
+        _maxCallsInFlight = o.MaxCallsInFlight;
         _batchStream = o.BatchStream && o.MaxConcurrentCalls > 0;
         _pipeline = new ResiliencePipelineBuilder<object>()
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions<object>
@@ -171,6 +189,23 @@ public sealed class CandidateSearch : IDisposable
 
     /// <summary>The degraded reason of a query whose deadline had passed before it could be sent.</summary>
     public const string NoTimeLeft = "no time left to ask the candidate tower";
+
+    /// <summary>Why a call was refused without being made: MaxCallsInFlight calls are in flight.</summary>
+    public const string Busy = "candidate tower busy: too many calls in flight";
+
+    /// <summary>Takes one of the MaxCallsInFlight call slots, or says there is none left; give it back with <see cref="ReleaseCallSlot"/>.</summary>
+    private bool TryTakeCallSlot()
+    {
+        if (Interlocked.Increment(ref _callsInFlight) <= _maxCallsInFlight)
+        {
+            return true;
+        }
+        ReleaseCallSlot();
+        _metrics.CandidateCallRefused();
+        return false;
+    }
+
+    private void ReleaseCallSlot() => Interlocked.Decrement(ref _callsInFlight);
 
     /// <summary>
     /// One query of a batched call and where its answer goes. The caller's continuation runs where
@@ -486,9 +521,14 @@ public sealed class CandidateSearch : IDisposable
         {
             return (null, new SearchOutcome([], version, SearchFailure.Unavailable, NoTimeLeft));
         }
+        if (!TryTakeCallSlot())
+        {
+            return (null, new SearchOutcome([], version, SearchFailure.Unavailable, Busy));
+        }
         var request = new TopKRequest { K = k, ModelVersion = version };
         request.Embedding.AddRange(embedding);
         request.ExcludeMovieIds.AddRange(exclude);
+        bool handedOver = false; // the call slot goes with the stream to the caller, who gives it back by disposing it
         try
         {
             var stream = (CandidateStream)await _pipeline.ExecuteAsync(async ct =>
@@ -501,7 +541,7 @@ public sealed class CandidateSearch : IDisposable
                     {
                         throw new RpcException(new Status(StatusCode.Internal, "the candidate tower's stream ended without a message"));
                     }
-                    return (object)new CandidateStream(call, call.ResponseStream.Current);
+                    return (object)new CandidateStream(call, call.ResponseStream.Current, ReleaseCallSlot);
                 }
                 catch (Exception e) when (ct.IsCancellationRequested && e is RpcException or OperationCanceledException)
                 {
@@ -514,11 +554,19 @@ public sealed class CandidateSearch : IDisposable
                     throw;
                 }
             }, cancellation);
+            handedOver = true;
             return (stream, new SearchOutcome([], stream.First.ModelVersion, SearchFailure.None, ""));
         }
         catch (Exception e) when (Failure(e, version, cancellation) is { } failure)
         {
             return (null, failure);
+        }
+        finally
+        {
+            if (!handedOver)
+            {
+                ReleaseCallSlot();
+            }
         }
     }
 
@@ -551,6 +599,10 @@ public sealed class CandidateSearch : IDisposable
     /// <summary>The versions the candidate tower holds (newest current first), or empty when it cannot say.</summary>
     public async Task<IReadOnlyList<string>> LoadedVersionsAsync(DateTime deadline, CancellationToken cancellation)
     {
+        if (!TryTakeCallSlot())
+        {
+            return [];
+        }
         try
         {
             var info = await _client.GetIndexInfoAsync(new GetIndexInfoRequest(), deadline: deadline, cancellationToken: cancellation);
@@ -560,12 +612,27 @@ public sealed class CandidateSearch : IDisposable
         {
             return [];
         }
+        finally
+        {
+            ReleaseCallSlot();
+        }
     }
 
     /// <summary>One trivial call through the same client and pipeline (the benchmark's two-hop ceiling).</summary>
-    /// <remarks>An open circuit or a timed-out attempt is UNAVAILABLE, as the candidate tower's own failures are.</remarks>
+    /// <remarks>
+    /// An open circuit, a timed-out attempt or no call slot left is UNAVAILABLE, as the candidate tower's own failures
+    /// are; a request whose deadline has passed is not sent on (DEADLINE_EXCEEDED).
+    /// </remarks>
     public async Task<PingResponse> PingAsync(PingRequest request, DateTime deadline, CancellationToken cancellation)
     {
+        if (deadline <= DateTime.UtcNow)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded, NoTimeLeft));
+        }
+        if (!TryTakeCallSlot())
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, Busy));
+        }
         try
         {
             return (PingResponse)await _pipeline.ExecuteAsync(async ct => (object)await _client.PingAsync(request, deadline: deadline, cancellationToken: ct), cancellation);
@@ -573,6 +640,10 @@ public sealed class CandidateSearch : IDisposable
         catch (Exception e) when (e is BrokenCircuitException or TimeoutRejectedException)
         {
             throw new RpcException(new Status(StatusCode.Unavailable, e is BrokenCircuitException ? "candidate tower circuit open" : "candidate tower timed out"));
+        }
+        finally
+        {
+            ReleaseCallSlot();
         }
     }
 

@@ -42,6 +42,18 @@ public sealed class CandidateTowerOptions
     public int MaxExclusions { get; set; } = 10_000;
 
     /// <summary>
+    /// Most candidate calls in flight at once besides Recommend's batches (Ping, RecommendStream's TopK streams, version
+    /// lookups). One more is refused at once (Ping: UNAVAILABLE; RecommendStream: the degraded answer) rather than
+    /// queued: behind a stalled candidate tower, calls beyond the HTTP/2 connection's stream limit (Kestrel's
+    /// MaxStreamsPerConnection, 100 by default) wait past their deadlines while new ones keep coming, an overload that
+    /// feeds itself (measured: a 200 ms stall at 7,000 Pings/s left the query service answering nothing, for good).
+    /// Keep it well below the candidate tower's stream limit: 90 came near that cliff again, 32 refused more calls than
+    /// needed (README, Speed).
+    /// </summary>
+    [Range(1, 100_000)]
+    public int MaxCallsInFlight { get; set; } = 64;
+
+    /// <summary>
     /// Recommend's candidate calls in flight at once before further queries wait and go together in the next
     /// BatchTopK call (0: every query its own call, never batched). Under light load every query goes at once.
     /// </summary>

@@ -10,6 +10,7 @@ public sealed class QueryMetrics
     private readonly Counter<long> _unknownUsers;
     private readonly Counter<long> _reembeds;
     private readonly Histogram<int> _batchSize;
+    private readonly Counter<long> _refused;
 
     public QueryMetrics(IMeterFactory meters)
     {
@@ -19,6 +20,8 @@ public sealed class QueryMetrics
         _reembeds = meter.CreateCounter<long>("retrieval.query.reembeds", description: "Queries embedded again because the candidate tower had moved to another version");
         _batchSize = meter.CreateHistogram<int>("retrieval.query.candidate_batch_size", unit: "{query}",
             description: "Queries per batched candidate call (more than one when calls were already in flight)");
+        _refused = meter.CreateCounter<long>("retrieval.query.candidate_calls_refused", unit: "{call}",
+            description: "Candidate calls not made because CandidateTower:MaxCallsInFlight calls were in flight (load shed)");
     }
 
     public void Degraded(string reason) => _degraded.Add(1, new KeyValuePair<string, object?>("reason", reason));
@@ -28,4 +31,6 @@ public sealed class QueryMetrics
     public void Reembedded() => _reembeds.Add(1);
 
     public void CandidateBatch(int queries) => _batchSize.Record(queries);
+
+    public void CandidateCallRefused() => _refused.Add(1);
 }
