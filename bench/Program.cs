@@ -72,9 +72,14 @@ var leanGenerator = new Option<bool>("--lean-generator")
 {
     Description = "Also drive the half-load phases from a generator that costs little CPU (HTTP/2 written by hand, no thread pool; see README)",
 };
+var hiccupMs = new Option<int>("--hiccup-ms")
+{
+    Description = "Also freeze the candidate service (SIGSTOP) this long in the middle of a ceiling phase at half load, then run one more: how the query service rides out a stall (Linux; see README)",
+    HelpName = "MS",
+};
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
 {
-    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, h2load, serviceCpus, generatorCpus, leanGenerator,
+    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, h2load, serviceCpus, generatorCpus, leanGenerator, hiccupMs,
 };
 recommend.SetAction(async (result, ct) =>
 {
@@ -97,6 +102,15 @@ async Task<int> RunRecommend(ParseResult result)
 {
     var fractions = Numbers(result.GetValue(loadFractions)!, "--load-fractions", "a fraction between 0 and 2", v => v is > 0 and <= 2);
     var fixedRates = Numbers(result.GetValue(rates)!, "--rates", "a rate between 1 and 1,000,000 requests/s", v => v is >= 1 and <= 1_000_000);
+    int hiccup = result.GetValue(hiccupMs);
+    if (hiccup is < 0 or > 60_000)
+    {
+        throw new ArgumentException($"--hiccup-ms: {hiccup} is not between 0 and 60,000 ms");
+    }
+    if (hiccup > 0 && !OperatingSystem.IsLinux())
+    {
+        throw new PlatformNotSupportedException("--hiccup-ms freezes the candidate service with SIGSTOP, which needs Linux");
+    }
     var environment = (result.GetValue(serviceEnv) ?? []).Select(e => e.Split('=', 2) is [{ Length: > 0 } name, var value]
         ? KeyValuePair.Create(name, value) : throw new ArgumentException($"--service-env: '{e}' is not NAME=VALUE")).ToDictionary();
     return Report(await RecommendBenchmark.RunAsync(new RecommendOptions
@@ -112,6 +126,7 @@ async Task<int> RunRecommend(ParseResult result)
         ServiceEnvironment = environment,
         H2Load = result.GetValue(h2load),
         LeanGenerator = result.GetValue(leanGenerator),
+        HiccupMs = hiccup,
         ServiceCpus = CpuAffinity.Parse(result.GetValue(serviceCpus), "--service-cpus"),
         GeneratorCpus = CpuAffinity.Parse(result.GetValue(generatorCpus), "--generator-cpus"),
     }), result.GetValue(json));

@@ -49,6 +49,9 @@ public sealed record RecommendOptions
     /// <summary>Also drive the half-load phases from <see cref="LeanH2c"/>.</summary>
     public bool LeanGenerator { get; init; }
 
+    /// <summary>Freeze the candidate service this long in an extra ceiling phase at half load (0: no such phase).</summary>
+    public int HiccupMs { get; init; }
+
     /// <summary>CPUs for both services, or null for any.</summary>
     public int[]? ServiceCpus { get; init; }
 
@@ -224,6 +227,34 @@ public static class RecommendBenchmark
                 leanJson = AddHalfLoad(new JsonObject { ["connections"] = options.Channels },
                     leanHalf, leanHalfFromSend, leanCeiling, leanHalfCost, leanCeilingCost);
             }
+            // On request, a stall of the candidate tower in the middle of a ceiling phase (the ceiling, not Recommend: its
+            // calls are one unary call each, unbounded but for CandidateTower:MaxCallsInFlight), then a phase to show
+            // whether the query service came back.
+            JsonObject? hiccupJson = null;
+            if (options.HiccupMs > 0)
+            {
+                double rate = recommendStats.Rps / 2;
+                var freeze = Task.Run(async () =>
+                {
+                    await Task.Delay(PhaseCost.SettleAfterScrape + TimeSpan.FromSeconds(options.Seconds / 3));
+                    Signal(candidate, "-STOP");
+                    await Task.Delay(options.HiccupMs);
+                    Signal(candidate, "-CONT");
+                });
+                var (during, _, duringCost) = await Phase(rate, ping);
+                await freeze;
+                BenchEnvironment.Log($"ceiling at half load with the candidate service frozen for {options.HiccupMs} ms: {during}; {duringCost.Describe()}");
+                var (after, _, afterCost) = await Phase(rate, ping);
+                BenchEnvironment.Log($"ceiling at half load, the phase after: {after}; {afterCost.Describe()}");
+                hiccupJson = new JsonObject
+                {
+                    ["frozen_ms"] = options.HiccupMs,
+                    ["during"] = during.ToJson(),
+                    ["after"] = after.ToJson(),
+                    ["cores_busy_during"] = duringCost.CoresJson(),
+                    ["cores_busy_after"] = afterCost.CoresJson(),
+                };
+            }
             var openLoop = new JsonArray();
             foreach (var (key, value, rate) in options.LoadFractions.Select(f => ("fraction", f, recommendStats.Rps * f)).Concat(options.Rates.Select(r => ("rate", r, r))))
             {
@@ -268,6 +299,7 @@ public static class RecommendBenchmark
             AddHalfLoad(report, half, halfFromSend, ceilingHalf, halfCost, ceilingCost);
             report["h2load"] = h2loadJson;
             report["lean_generator"] = leanJson;
+            report["hiccup"] = hiccupJson;
             report["open_loop"] = openLoop;
             report["jit_settle_seconds"] = jitSettled is { } settled ? Math.Round(settled.TotalSeconds, 1) : null;
             report["inline_io"] = options.InlineIO;
@@ -357,6 +389,14 @@ public static class RecommendBenchmark
             BenchEnvironment.Log("failed calls: " + string.Join("; ", Failures.OrderByDescending(f => f.Value).Take(5).Select(f => $"{f.Value} × {f.Key}")));
             Failures.Clear();
         }
+    }
+
+    /// <summary>Sends a signal to a service (kill -STOP / -CONT).</summary>
+    private static void Signal(Process service, string signal)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill", [signal, service.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+        { UseShellExecute = false })!;
+        kill.WaitForExit();
     }
 
     private static Process StartService(string dll, int port, int metricsPort, string[] args, IReadOnlyDictionary<string, string> environment,
