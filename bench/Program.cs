@@ -74,7 +74,7 @@ var leanGenerator = new Option<bool>("--lean-generator")
 };
 var hiccupMs = new Option<int>("--hiccup-ms")
 {
-    Description = "Also freeze the candidate service (SIGSTOP) this long in the middle of a ceiling phase at half load, then run one more: how the query service rides out a stall (Linux; see README)",
+    Description = "Also freeze the candidate service (SIGSTOP) this long, a third of the way into an extra ceiling phase at half load, then run one more: how the query service rides out a stall (Linux; see README)",
     HelpName = "MS",
 };
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
