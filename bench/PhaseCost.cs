@@ -25,7 +25,7 @@ public sealed class PhaseCost
     public Dictionary<string, ServiceRuntime> Services { get; }
 
     /// <summary>How long a phase waits after reading the services' counters before it starts.</summary>
-    internal static readonly TimeSpan SettleAfterScrape = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan SettleAfterScrape = TimeSpan.FromSeconds(1);
 
     /// <summary>Runs <paramref name="phase"/> and measures what it cost; <paramref name="calls"/> is how many calls it sent.</summary>
     public static async Task<(T Result, PhaseCost Cost)> Measure<T>(Func<Task<T>> phase, double calls,

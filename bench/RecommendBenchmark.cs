@@ -234,15 +234,21 @@ public static class RecommendBenchmark
             if (options.HiccupMs > 0)
             {
                 double rate = recommendStats.Rps / 2;
-                var freeze = Task.Run(async () =>
+                // The phase itself starts the freeze, a third of the way in.
+                async Task<(Stats FromSchedule, Stats FromSend)> FrozenPhase()
                 {
-                    await Task.Delay(PhaseCost.SettleAfterScrape + TimeSpan.FromSeconds(options.Seconds / 3));
-                    Signal(candidate, "-STOP");
-                    await Task.Delay(options.HiccupMs);
-                    Signal(candidate, "-CONT");
-                });
-                var (during, _, duringCost) = await Phase(rate, ping);
-                await freeze;
+                    var freeze = Task.Run(async () =>
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds(options.Seconds / 3));
+                        Signal(candidate, "-STOP");
+                        await Task.Delay(options.HiccupMs);
+                        Signal(candidate, "-CONT");
+                    });
+                    var result = await OpenLoopThenRecover(rate, options.Seconds, ping);
+                    await freeze;
+                    return result;
+                }
+                var ((during, _), duringCost) = await WithCost(FrozenPhase, rate * options.Seconds);
                 BenchEnvironment.Log($"ceiling at half load with the candidate service frozen for {options.HiccupMs} ms: {during}; {duringCost.Describe()}");
                 var (after, _, afterCost) = await Phase(rate, ping);
                 BenchEnvironment.Log($"ceiling at half load, the phase after: {after}; {afterCost.Describe()}");
