@@ -14,6 +14,7 @@ builder.AddServiceDefaults(SearchMetrics.MeterName);
 builder.AddCandidateTower();
 
 var app = builder.Build();
+app.UseCallAdmission();
 app.UseAbandonedCallsDropped();
 app.MapGrpcService<CandidateTowerService>();
 app.MapServiceDefaults();

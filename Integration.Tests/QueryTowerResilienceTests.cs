@@ -236,6 +236,60 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
     }
 
     [Fact]
+    public async Task CallsBeyondServerMaxCallsInFlight_AreRefusedAtOnceWithResourceExhausted_HealthStillAnswers()
+    {
+        var models = shared.Models.NewModelsFolder(out _);
+        int metricsPort = Programs.FreePort();
+        using var pair = new ServingPair(models, "--Server:MaxCallsInFlight", "3", "--CandidateTower:AttemptTimeoutMs", "60000",
+            "--CandidateTower:MaxRetries", "0", "--Metrics:Url", $"http://127.0.0.1:{metricsPort}");
+        await pair.WaitAsync();
+        using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), MaxAttempts = 1, Deadline = TimeSpan.FromSeconds(90) });
+        Assert.False((await client.RecommendAsync("1", 10)).Degraded); // the query tower's candidate stream is open
+
+        pair.Candidate.Suspend();
+        try
+        {
+            // 8 calls against 3 slots: 3 wait on the frozen candidate tower, 5 are refused unread.
+            var calls = Enumerable.Range(0, 8).Select(_ => client.RecommendAsync("1", 10)).ToList();
+            var clock = Stopwatch.StartNew();
+            while (calls.Count(c => c.IsCompleted) < 5 && clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                await Task.Delay(50);
+            }
+            await Task.Delay(500); // and no more than those while the candidate tower stays frozen
+            var refused = calls.Where(c => c.IsCompleted).ToList();
+            Assert.True(refused.Count == 5, $"{refused.Count} of 8 calls ended while 3 were let in:\n{pair.Query.Output}");
+            foreach (var call in refused)
+            {
+                var e = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => call);
+                Assert.Equal(Grpc.Core.StatusCode.ResourceExhausted, e.StatusCode);
+                Assert.Equal("retrieval.v1.QueryTower busy: 3 calls in flight, as many as Server:MaxCallsInFlight allows; try again later", e.Status.Detail);
+            }
+            // The health service is not counted: a busy service still says it is serving.
+            var health = await new Grpc.Health.V1.Health.HealthClient(pair.Query.Channel).CheckAsync(new Grpc.Health.V1.HealthCheckRequest(),
+                deadline: DateTime.UtcNow.AddSeconds(10));
+            Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving, health.Status);
+            using var http = new HttpClient();
+            var scrape = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+            var counted = scrape.Split('\n').Where(l => l.StartsWith("retrieval_query_refused_total{", StringComparison.Ordinal)).ToList();
+            Assert.True(counted.Count == 1 && counted[0].Contains("method=\"Recommend\"") && counted[0].EndsWith(" 5", StringComparison.Ordinal),
+                "refused calls counted: " + string.Join("; ", counted));
+
+            pair.Candidate.Resume();
+            foreach (var call in calls.Where(c => !c.IsCompleted))
+            {
+                Assert.False((await call).Degraded); // the calls let in are answered, and give their slots back
+            }
+            var again = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => client.RecommendAsync("1", 10)));
+            Assert.All(again, a => Assert.False(a.Degraded));
+        }
+        finally
+        {
+            pair.Candidate.Resume();
+        }
+    }
+
+    [Fact]
     public async Task CandidateTowerOnAnotherVersion_TheQueryIsEmbeddedAgainWithAVersionBothHold()
     {
         // The query service holds A (current) and B (its previous version, still in its grace period);

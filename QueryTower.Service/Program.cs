@@ -14,6 +14,7 @@ builder.AddServiceDefaults(QueryMetrics.MeterName);
 builder.AddQueryTower();
 
 var app = builder.Build();
+app.UseCallAdmission();
 app.UseCallDeadlines();
 app.UseAbandonedCallsDropped();
 app.MapGrpcService<QueryTowerService>();

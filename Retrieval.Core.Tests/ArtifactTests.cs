@@ -70,6 +70,8 @@ public class ArtifactTests
         Assert.Equal(3, model.Candidates.Count);
         Assert.Equal([10, 20, 30], model.Candidates.Ids);
         Assert.Equal("Café Society (1995)", model.Catalogue[1].Title);
+        Assert.Equal("Café Society (1995)", model.TitleOf(20));
+        Assert.Equal("", model.TitleOf(25)); // not in the catalogue
         for (int r = 0; r < Catalogue.Length; r++)
         {
             Assert.Equal(model.CandidateTower.Embed(Catalogue[r]), model.Candidates.Row(r).ToArray());

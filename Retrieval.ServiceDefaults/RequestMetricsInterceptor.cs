@@ -12,6 +12,7 @@ public sealed class RequestMetrics(IMeterFactory meters, string meterName, strin
     private Counter<long>? _requests;
     private Histogram<double>? _latency;
     private Counter<long>? _abandoned;
+    private Counter<long>? _refused;
 
     public void Record(string method, string status, double milliseconds)
     {
@@ -28,6 +29,14 @@ public sealed class RequestMetrics(IMeterFactory meters, string meterName, strin
         _abandoned ??= _meter.CreateCounter<long>($"{prefix}.abandoned",
             description: "Unary calls dropped unread because the caller had reset them (mostly past its deadline while the call waited)");
         _abandoned.Add(1, new KeyValuePair<string, object?>("method", method));
+    }
+
+    /// <summary>Counts a call refused unread because the service had as many in flight as it takes (see <see cref="CallAdmission"/>).</summary>
+    public void Refused(string method)
+    {
+        _refused ??= _meter.CreateCounter<long>($"{prefix}.refused",
+            description: "Calls refused with RESOURCE_EXHAUSTED because Server:MaxCallsInFlight calls were in flight (load shed)");
+        _refused.Add(1, new KeyValuePair<string, object?>("method", method));
     }
 }
 

@@ -71,7 +71,7 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
                         // The parsed candidate answer is this call's own: passed on, not copied. It came without titles
                         // (BatchTopK's omit_titles): this model version's catalogue has them, as strings already in memory.
                         movie.Rank = ++rank;
-                        movie.Title = Title(lease.Model, movie.MovieId);
+                        movie.Title = lease.Model.Artifact.TitleOf(movie.MovieId);
                         response.Movies.Add(movie);
                         if (rank == request.K)
                         {
@@ -359,10 +359,6 @@ public sealed class QueryTowerService(ModelStore models, CandidateSearch search,
             };
         }
     }
-
-    /// <summary>A movie's title in the model's catalogue (empty for an id it does not hold).</summary>
-    private static string Title(LoadedModel model, int movieId) =>
-        model.Artifact.RowOfMovieId.TryGetValue(movieId, out var row) ? model.Artifact.Catalogue[row].Title : "";
 
     private RpcException Invalid(string message)
     {

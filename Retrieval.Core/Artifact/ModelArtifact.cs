@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
@@ -32,6 +33,7 @@ public sealed class ModelArtifact : IDisposable
     {
         History = history;
         RowOfMovieId = MovieLensDataset.RowsById(catalogue);
+        _titleOfMovieId = RowOfMovieId.ToFrozenDictionary(pair => pair.Key, pair => catalogue[pair.Value].Title);
         Directory = directory;
         Manifest = manifest;
         QueryTower = query;
@@ -50,6 +52,12 @@ public sealed class ModelArtifact : IDisposable
 
     /// <summary>Movie id to catalogue (and candidate) row.</summary>
     public IReadOnlyDictionary<int, int> RowOfMovieId { get; }
+
+    // Every answer names its movies: one lookup from id to title, without the catalogue's row and Movie object between.
+    private readonly FrozenDictionary<int, string> _titleOfMovieId;
+
+    /// <summary>A movie's title, or the empty string for an id this catalogue does not hold.</summary>
+    public string TitleOf(int movieId) => _titleOfMovieId.GetValueOrDefault(movieId, "");
 
     /// <summary>What each known user rated in training (empty when the artifact has none).</summary>
     public UserHistory History { get; }
