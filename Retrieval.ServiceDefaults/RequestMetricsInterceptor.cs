@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Grpc.Core;
@@ -40,44 +41,51 @@ public sealed class RequestMetrics(IMeterFactory meters, string meterName, strin
     }
 }
 
-/// <summary>Counts and times every unary and server-streaming call, so handlers carry no measuring code.</summary>
+/// <summary>
+/// Counts and times every unary and server-streaming call, so handlers carry no measuring code. Registered as a
+/// singleton by <see cref="ServiceDefaultsExtensions.AddRequestMetrics"/>: gRPC would otherwise make one per call.
+/// </summary>
 public sealed class RequestMetricsInterceptor(RequestMetrics metrics) : Interceptor
 {
-    public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
-        UnaryServerMethod<TRequest, TResponse> continuation) =>
-        Measure(context, () => continuation(request, context));
+    // context.Method is "/package.Service/Method": the method's part, cut once per method rather than once per call.
+    private readonly ConcurrentDictionary<string, string> _methodNames = new(StringComparer.Ordinal);
 
-    public override Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
-        ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation) =>
-        Measure(context, async () =>
-        {
-            await continuation(request, responseStream, context);
-            return true;
-        });
-
-    private async Task<T> Measure<T>(ServerCallContext context, Func<Task<T>> call)
+    public override async Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context,
+        UnaryServerMethod<TRequest, TResponse> continuation)
     {
         long start = Stopwatch.GetTimestamp();
-        string status = nameof(StatusCode.OK);
         try
         {
-            return await call();
+            var response = await continuation(request, context);
+            Record(context, nameof(StatusCode.OK), start);
+            return response;
         }
-        catch (RpcException e)
+        catch (Exception e)
         {
-            status = e.StatusCode.ToString();
+            Record(context, Status(e), start);
             throw;
-        }
-        catch
-        {
-            status = nameof(StatusCode.Unknown);
-            throw;
-        }
-        finally
-        {
-            metrics.Record(MethodName(context), status, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         }
     }
 
-    private static string MethodName(ServerCallContext context) => context.Method[(context.Method.LastIndexOf('/') + 1)..];
+    public override async Task ServerStreamingServerHandler<TRequest, TResponse>(TRequest request, IServerStreamWriter<TResponse> responseStream,
+        ServerCallContext context, ServerStreamingServerMethod<TRequest, TResponse> continuation)
+    {
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            await continuation(request, responseStream, context);
+            Record(context, nameof(StatusCode.OK), start);
+        }
+        catch (Exception e)
+        {
+            Record(context, Status(e), start);
+            throw;
+        }
+    }
+
+    private static string Status(Exception e) => e is RpcException rpc ? rpc.StatusCode.ToString() : nameof(StatusCode.Unknown);
+
+    private void Record(ServerCallContext context, string status, long start) =>
+        metrics.Record(_methodNames.GetOrAdd(context.Method, static m => m[(m.LastIndexOf('/') + 1)..]), status,
+            Stopwatch.GetElapsedTime(start).TotalMilliseconds);
 }

@@ -1,3 +1,5 @@
+using System.Diagnostics.Metrics;
+using Grpc.AspNetCore.Server;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -87,6 +89,19 @@ public static class ServiceDefaultsExtensions
     {
         Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
         builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = true);
+    }
+
+    /// <summary>
+    /// Request counts and latency by method and status (<c>{prefix}.requests</c>, <c>{prefix}.latency</c>) through one
+    /// interceptor on every call, and the calls refused or dropped unread (<see cref="CallAdmission"/>,
+    /// <see cref="AbandonedCalls"/>). The interceptor is a singleton: unless it is registered, gRPC makes one per call.
+    /// </summary>
+    public static IServiceCollection AddRequestMetrics(this IServiceCollection services, string meterName, string prefix)
+    {
+        services.AddSingleton(sp => new RequestMetrics(sp.GetRequiredService<IMeterFactory>(), meterName, prefix));
+        services.AddSingleton<RequestMetricsInterceptor>();
+        services.Configure<GrpcServiceOptions>(grpc => grpc.Interceptors.Add<RequestMetricsInterceptor>());
+        return services;
     }
 
     public static WebApplication MapServiceDefaults(this WebApplication app)

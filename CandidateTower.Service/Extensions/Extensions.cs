@@ -1,3 +1,4 @@
+using Retrieval.CandidateTower.Grpc;
 using Retrieval.CandidateTower.Search;
 using Retrieval.Core.Search;
 using Retrieval.Core.Serving;
@@ -14,13 +15,14 @@ public static class Extensions
         builder.Services.AddSingleton<SearchMetrics>();
         builder.Services.AddHostedService<SearchWarmUp>();
         var maxBytes = builder.Configuration.GetSection(SearchOptions.Section).Get<SearchOptions>()?.MaxRequestBytes ?? new SearchOptions().MaxRequestBytes;
-        builder.Services.AddSingleton(sp => new RequestMetrics(sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), SearchMetrics.MeterName, "retrieval.candidate"));
+        builder.Services.AddRequestMetrics(SearchMetrics.MeterName, "retrieval.candidate");
         builder.Services.AddGrpc(grpc =>
         {
             grpc.MaxReceiveMessageSize = maxBytes;
-            grpc.Interceptors.Add<RequestMetricsInterceptor>();
             grpc.EnableDetailedErrors = false;
         });
+        // One instance for every call (it holds nothing of a call's own); gRPC would otherwise build one per call.
+        builder.Services.AddSingleton<CandidateTowerService>();
         return builder;
     }
 }

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Options;
 using Retrieval.Core.Features;
 using Retrieval.Core.Serving;
+using Retrieval.QueryTower.Grpc;
 using Retrieval.QueryTower.Recommendation;
 using Retrieval.ServiceDefaults;
 
@@ -17,12 +18,10 @@ public static class Extensions
         builder.Services.AddSingleton<DegradedLog>();
         builder.Services.AddSingleton<CandidateSearch>();
         builder.Services.AddHostedService<WarmUp>();
-        builder.Services.AddSingleton(sp => new RequestMetrics(sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), QueryMetrics.MeterName, "retrieval.query"));
-        builder.Services.AddGrpc(grpc =>
-        {
-            grpc.MaxReceiveMessageSize = 1024 * 1024;
-            grpc.Interceptors.Add<RequestMetricsInterceptor>();
-        });
+        builder.Services.AddRequestMetrics(QueryMetrics.MeterName, "retrieval.query");
+        builder.Services.AddGrpc(grpc => grpc.MaxReceiveMessageSize = 1024 * 1024);
+        // One instance for every call (it holds nothing of a call's own); gRPC would otherwise build one per call.
+        builder.Services.AddSingleton<QueryTowerService>();
         // One client from the factory: its channel's handler (and HTTP/2 connection) is shared by every request.
         builder.Services
             .AddGrpcClient<V1.CandidateTower.CandidateTowerClient>((sp, o) =>
