@@ -196,14 +196,7 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         {
             // 24 calls against 4 slots: 4 hang on the frozen candidate tower, 20 are refused without being sent on.
             var calls = Enumerable.Range(0, 24).Select(_ => client.Raw.PingAsync(new Retrieval.V1.PingRequest()).ResponseAsync).ToList();
-            var clock = Stopwatch.StartNew();
-            while (calls.Count(c => c.IsCompleted) < 20 && clock.Elapsed < TimeSpan.FromSeconds(30))
-            {
-                await Task.Delay(50);
-            }
-            await Task.Delay(500); // and no more than those while the candidate tower stays frozen
-            var refused = calls.Where(c => c.IsCompleted).ToList();
-            Assert.True(refused.Count == 20, $"{refused.Count} of 24 calls ended while 4 call slots were held:\n{pair.Query.Output}");
+            var refused = await RefusedWhileTheOthersAreHeld(calls, 20, pair);
             foreach (var call in refused)
             {
                 var e = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => call);
@@ -251,14 +244,7 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         {
             // 8 calls against 3 slots: 3 wait on the frozen candidate tower, 5 are refused unread.
             var calls = Enumerable.Range(0, 8).Select(_ => client.RecommendAsync("1", 10)).ToList();
-            var clock = Stopwatch.StartNew();
-            while (calls.Count(c => c.IsCompleted) < 5 && clock.Elapsed < TimeSpan.FromSeconds(30))
-            {
-                await Task.Delay(50);
-            }
-            await Task.Delay(500); // and no more than those while the candidate tower stays frozen
-            var refused = calls.Where(c => c.IsCompleted).ToList();
-            Assert.True(refused.Count == 5, $"{refused.Count} of 8 calls ended while 3 were let in:\n{pair.Query.Output}");
+            var refused = await RefusedWhileTheOthersAreHeld(calls, 5, pair);
             foreach (var call in refused)
             {
                 var e = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => call);
@@ -287,6 +273,23 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         {
             pair.Candidate.Resume();
         }
+    }
+
+    /// <summary>
+    /// With the candidate tower frozen: waits (at most 30 s) until <paramref name="refused"/> of the calls have ended,
+    /// then half a second more, checks that no other call ended meanwhile (they are held), and returns the ended ones.
+    /// </summary>
+    private static async Task<List<Task<T>>> RefusedWhileTheOthersAreHeld<T>(List<Task<T>> calls, int refused, ServingPair pair)
+    {
+        var clock = Stopwatch.StartNew();
+        while (calls.Count(c => c.IsCompleted) < refused && clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await Task.Delay(50);
+        }
+        await Task.Delay(500);
+        var ended = calls.Where(c => c.IsCompleted).ToList();
+        Assert.True(ended.Count == refused, $"{ended.Count} of {calls.Count} calls ended while {calls.Count - refused} were to be held:\n{pair.Query.Output}");
+        return ended;
     }
 
     [Fact]

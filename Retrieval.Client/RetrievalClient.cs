@@ -87,7 +87,7 @@ public sealed class RetrievalClient : IDisposable
     /// <param name="deadline">Overrides the default deadline of this client.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>The movies best first, the model version, and whether the answer is a degraded fallback.</returns>
-    /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when no model is loaded.</exception>
+    /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when no model is loaded; RESOURCE_EXHAUSTED when the service already has as many calls in flight as it takes (its Server:MaxCallsInFlight; not retried by this client).</exception>
     public Task<RecommendResponse> RecommendAsync(string userId, int k = 10, DateTimeOffset? at = null,
         IEnumerable<int>? excludeMovieIds = null, bool excludeRated = false, DateTime? deadline = null,
         CancellationToken cancellationToken = default) =>
@@ -104,7 +104,7 @@ public sealed class RetrievalClient : IDisposable
     /// <param name="deadline">Overrides the default deadline of this client.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
     /// <returns>The movies best first, the model version, and whether the answer is a degraded fallback.</returns>
-    /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when no model is loaded.</exception>
+    /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when no model is loaded; RESOURCE_EXHAUSTED when the service already has as many calls in flight as it takes (its Server:MaxCallsInFlight; not retried by this client).</exception>
     public Task<RecommendResponse> RecommendAsync(QueryContext context, int k = 10, IEnumerable<int>? excludeMovieIds = null,
         bool excludeRated = false, DateTime? deadline = null, CancellationToken cancellationToken = default)
     {
@@ -126,7 +126,7 @@ public sealed class RetrievalClient : IDisposable
     /// <param name="excludeRated">Leave out the movies the user rated in the training data.</param>
     /// <param name="deadline">Overrides the default deadline of this client.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
-    /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when the stream broke midway.</exception>
+    /// <exception cref="RpcException">INVALID_ARGUMENT naming the field for bad input; UNAVAILABLE when the stream broke midway; RESOURCE_EXHAUSTED when the service is at its Server:MaxCallsInFlight.</exception>
     public async IAsyncEnumerable<RecommendResponse> RecommendStreamAsync(QueryContext context, int k = 10,
         IEnumerable<int>? excludeMovieIds = null, bool excludeRated = false, DateTime? deadline = null,
         [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
