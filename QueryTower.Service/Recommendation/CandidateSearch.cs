@@ -381,20 +381,30 @@ public sealed class CandidateSearch : IDisposable
             _metrics.CandidateBatch(batch.Count);
         }
         var outcomes = new SearchOutcome[batch.Count];
+        // The pipeline's outcome form: ExecuteAsync would add two async steps per batch (its own, and one bridging the
+        // callback's result to an outcome), each an allocation when the call completes later, as a call does.
+        var context = ResilienceContextPool.Shared.Get(cancellation);
         try
         {
-            var response = (BatchTopKResponse)await _pipeline.ExecuteAsync(static async (call, ct) =>
+            var outcome = await _pipeline.ExecuteOutcomeAsync(static async (context, call) =>
             {
+                var ct = context.CancellationToken;
                 try
                 {
-                    return (object)await call.Search.CallAsync(call.Request, call.Deadline, ct);
+                    return Outcome.FromResult<object>(await call.Search.CallAsync(call.Request, call.Deadline, ct));
                 }
                 catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
                 {
                     // Cancelled by the pipeline's per-attempt timeout (or the caller): let Polly see a cancellation.
-                    throw new OperationCanceledException(e.Message, e, ct);
+                    return Outcome.FromException<object>(new OperationCanceledException(e.Message, e, ct));
                 }
-            }, (Search: this, Request: request, Deadline: deadline), cancellation);
+                catch (Exception e)
+                {
+                    return Outcome.FromException<object>(e);
+                }
+            }, context, (Search: this, Request: request, Deadline: deadline));
+            outcome.ThrowIfException();
+            var response = (BatchTopKResponse)outcome.Result!;
             if (response.Results.Count != batch.Count)
             {
                 throw new RpcException(new Status(StatusCode.Internal, $"the candidate tower answered {response.Results.Count} of {batch.Count} queries"));
@@ -409,6 +419,10 @@ public sealed class CandidateSearch : IDisposable
         catch (Exception e) when (Failure(e, version, cancellation) is { } failure)
         {
             Array.Fill(outcomes, failure);
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
         }
         return outcomes;
     }
