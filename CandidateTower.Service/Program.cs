@@ -13,10 +13,10 @@ var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = ar
 builder.AddServiceDefaults(SearchMetrics.MeterName);
 builder.AddCandidateTower();
 
-var app = builder.Build();
-app.UseCallAdmission();
-app.UseAbandonedCallsDropped();
-app.MapGrpcService<CandidateTowerService>();
-app.MapServiceDefaults();
-app.Run();
-return 0;
+return builder.RunService(app =>
+{
+    app.UseCallAdmission();
+    app.UseAbandonedCallsDropped();
+    app.MapGrpcService<CandidateTowerService>();
+    app.MapServiceDefaults();
+});

@@ -255,6 +255,22 @@ public class CandidateTowerTests(CandidateTowerFixture fixture) : IClassFixture<
         Assert.Contains("queries must not be empty", empty.Status.Detail);
     }
 
+    [Theory]
+    [InlineData("candidate", "--Server:MaxCallsInFlight", "0", "ServerOptions' members: 'MaxCallsInFlight'", "between 1 and 10000000")]
+    [InlineData("query", "--Server:MaxCallsInFlight", "0", "ServerOptions' members: 'MaxCallsInFlight'", "between 1 and 10000000")]
+    [InlineData("query", "--CandidateTower:MaxConcurrentCalls", "-1", "CandidateTowerOptions' members: 'MaxConcurrentCalls'", "between 0 and 100000")]
+    public void SettingOutOfRange_TheServiceStopsAtStartWithExitCodeTwoAndOneLineNamingIt(string service, string key, string value,
+        string names, string range)
+    {
+        var result = Programs.Run(service == "query" ? Programs.QueryTower : Programs.CandidateTower,
+            ["--urls", $"http://127.0.0.1:{Programs.FreePort()}", "--Metrics:Url", $"http://127.0.0.1:{Programs.FreePort()}", key, value],
+            TimeSpan.FromMinutes(1));
+        Assert.Equal(2, result.ExitCode);
+        var line = Assert.Single(result.Error.Split('\n'), l => l.StartsWith("configuration error: ", StringComparison.Ordinal));
+        Assert.Contains(names, line);
+        Assert.Contains(range, line);
+    }
+
     [Fact]
     public void HealthcheckMode_ExitsZeroForAServingService_AndOneWhenNothingAnswers()
     {

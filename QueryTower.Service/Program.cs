@@ -13,11 +13,11 @@ var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = ar
 builder.AddServiceDefaults(QueryMetrics.MeterName);
 builder.AddQueryTower();
 
-var app = builder.Build();
-app.UseCallAdmission();
-app.UseCallDeadlines();
-app.UseAbandonedCallsDropped();
-app.MapGrpcService<QueryTowerService>();
-app.MapServiceDefaults();
-app.Run();
-return 0;
+return builder.RunService(app =>
+{
+    app.UseCallAdmission();
+    app.UseCallDeadlines();
+    app.UseAbandonedCallsDropped();
+    app.MapGrpcService<QueryTowerService>();
+    app.MapServiceDefaults();
+});

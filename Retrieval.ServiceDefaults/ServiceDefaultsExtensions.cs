@@ -104,6 +104,27 @@ public static class ServiceDefaultsExtensions
         return services;
     }
 
+    /// <summary>
+    /// Builds the service, lets <paramref name="pipeline"/> set up its middleware and endpoints, and runs it until it
+    /// stops (exit code 0). A setting out of its range ends it at start with exit code 2 and one line on standard error
+    /// naming the setting and its range, rather than an unhandled exception's stack trace.
+    /// </summary>
+    public static int RunService(this WebApplicationBuilder builder, Action<WebApplication> pipeline)
+    {
+        try
+        {
+            var app = builder.Build();
+            pipeline(app);
+            app.Run();
+            return 0;
+        }
+        catch (OptionsValidationException e)
+        {
+            Console.Error.WriteLine($"configuration error: {string.Join("; ", e.Failures)}");
+            return 2;
+        }
+    }
+
     public static WebApplication MapServiceDefaults(this WebApplication app)
     {
         app.MapGrpcHealthChecksService();
