@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.ComponentModel.DataAnnotations;
 using System.Globalization;
 using Grpc.AspNetCore.Server;
@@ -39,6 +40,8 @@ public static class CallAdmission
         int max = app.ApplicationServices.GetRequiredService<IOptions<ServerOptions>>().Value.MaxCallsInFlight;
         var metrics = app.ApplicationServices.GetRequiredService<RequestMetrics>();
         var calls = new CallCount();
+        // The refusal's message, once per service: refusals come by the thousand when they come.
+        var busy = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
         return app.Use((context, next) =>
         {
             if (context.GetEndpoint()?.Metadata.GetMetadata<GrpcMethodMetadata>()?.Method is not { } method || IsExempt(method.ServiceName))
@@ -49,7 +52,8 @@ public static class CallAdmission
             {
                 Interlocked.Decrement(ref calls.InFlight);
                 metrics.Refused(method.Name);
-                return Refuse(context, $"{method.ServiceName} busy: {max} calls in flight, as many as Server:MaxCallsInFlight allows; try again later");
+                return Refuse(context, busy.GetOrAdd(method.ServiceName, static (service, max) =>
+                    $"{service} busy: {max} calls in flight, as many as Server:MaxCallsInFlight allows; try again later", max));
             }
             Task call;
             try
