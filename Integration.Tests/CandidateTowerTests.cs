@@ -256,18 +256,19 @@ public class CandidateTowerTests(CandidateTowerFixture fixture) : IClassFixture<
     }
 
     [Theory]
-    [InlineData("candidate", "--Server:MaxCallsInFlight", "0", "ServerOptions' members: 'MaxCallsInFlight'", "between 1 and 10000000")]
-    [InlineData("query", "--Server:MaxCallsInFlight", "0", "ServerOptions' members: 'MaxCallsInFlight'", "between 1 and 10000000")]
-    [InlineData("query", "--CandidateTower:MaxConcurrentCalls", "-1", "CandidateTowerOptions' members: 'MaxConcurrentCalls'", "between 0 and 100000")]
+    [InlineData("candidate", "--Server:MaxCallsInFlight", "0", "in section Server: ", "'MaxCallsInFlight'", "between 1 and 10000000")]
+    [InlineData("query", "--Server:MaxCallsInFlight", "0", "in section Server: ", "'MaxCallsInFlight'", "between 1 and 10000000")]
+    [InlineData("query", "--CandidateTower:MaxConcurrentCalls", "-1", "in section CandidateTower: ", "'MaxConcurrentCalls'", "between 0 and 100000")]
     public void SettingOutOfRange_TheServiceStopsAtStartWithExitCodeTwoAndOneLineNamingIt(string service, string key, string value,
-        string names, string range)
+        string section, string name, string range)
     {
         var result = Programs.Run(service == "query" ? Programs.QueryTower : Programs.CandidateTower,
             ["--urls", $"http://127.0.0.1:{Programs.FreePort()}", "--Metrics:Url", $"http://127.0.0.1:{Programs.FreePort()}", key, value],
             TimeSpan.FromMinutes(1));
         Assert.Equal(2, result.ExitCode);
-        var line = Assert.Single(result.Error.Split('\n'), l => l.StartsWith("configuration error: ", StringComparison.Ordinal));
-        Assert.Contains(names, line);
+        var line = Assert.Single(result.Error.Split('\n'), l => l.StartsWith("configuration error in section ", StringComparison.Ordinal));
+        Assert.Contains(section, line);
+        Assert.Contains(name, line);
         Assert.Contains(range, line);
     }
 

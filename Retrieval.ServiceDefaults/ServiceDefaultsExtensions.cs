@@ -120,7 +120,9 @@ public static class ServiceDefaultsExtensions
         }
         catch (OptionsValidationException e)
         {
-            Console.Error.WriteLine($"configuration error: {string.Join("; ", e.Failures)}");
+            // Each options class of the services names its configuration section in a Section constant.
+            var section = e.OptionsType.GetField("Section")?.GetValue(null) as string;
+            Console.Error.WriteLine($"configuration error{(section is null ? "" : $" in section {section}")}: {string.Join("; ", e.Failures)}");
             return 2;
         }
     }
