@@ -39,7 +39,7 @@ public static class CallAdmission
     {
         int max = app.ApplicationServices.GetRequiredService<IOptions<ServerOptions>>().Value.MaxCallsInFlight;
         var metrics = app.ApplicationServices.GetRequiredService<RequestMetrics>();
-        var calls = new CallCount();
+        var calls = new CallsInFlight(max);
         // The refusal's message, once per service: refusals come by the thousand when they come.
         var busy = new ConcurrentDictionary<string, string>(StringComparer.Ordinal);
         return app.Use((context, next) =>
@@ -48,9 +48,8 @@ public static class CallAdmission
             {
                 return next(context);
             }
-            if (Interlocked.Increment(ref calls.InFlight) > max)
+            if (!calls.TryEnter())
             {
-                Interlocked.Decrement(ref calls.InFlight);
                 metrics.Refused(method.Name);
                 return Refuse(context, busy.GetOrAdd(method.ServiceName, static (service, max) =>
                     $"{service} busy: {max} calls in flight, as many as Server:MaxCallsInFlight allows; try again later", max));
@@ -62,19 +61,19 @@ public static class CallAdmission
             }
             catch
             {
-                Interlocked.Decrement(ref calls.InFlight);
+                calls.Exit();
                 throw;
             }
             if (call.IsCompleted)
             {
-                Interlocked.Decrement(ref calls.InFlight);
+                calls.Exit();
                 return call;
             }
             return ReleaseWhenDone(call, calls);
         });
     }
 
-    private static async Task ReleaseWhenDone(Task call, CallCount calls)
+    private static async Task ReleaseWhenDone(Task call, CallsInFlight calls)
     {
         try
         {
@@ -82,7 +81,7 @@ public static class CallAdmission
         }
         finally
         {
-            Interlocked.Decrement(ref calls.InFlight);
+            calls.Exit();
         }
     }
 
@@ -98,9 +97,4 @@ public static class CallAdmission
 
     private static bool IsExempt(string service) =>
         service.StartsWith("grpc.health.", StringComparison.Ordinal) || service.StartsWith("grpc.reflection.", StringComparison.Ordinal);
-
-    private sealed class CallCount
-    {
-        public int InFlight;
-    }
 }

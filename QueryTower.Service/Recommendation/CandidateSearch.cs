@@ -4,6 +4,7 @@ using Polly;
 using Polly.CircuitBreaker;
 using Polly.Retry;
 using Polly.Timeout;
+using Retrieval.ServiceDefaults;
 using Retrieval.V1;
 
 namespace Retrieval.QueryTower.Recommendation;
@@ -64,8 +65,7 @@ public sealed class CandidateSearch : IDisposable
     private readonly int _maxBatchSize;
 
     // Calls in flight besides the batches (Ping, TopK streams, version lookups), held under MaxCallsInFlight.
-    private readonly int _maxCallsInFlight;
-    private int _callsInFlight;
+    private readonly CallsInFlight _callsInFlight;
 
     // Batching: queries waiting for a call, by model version, and how many batched calls are in flight.
     private readonly Lock _gate = new();
@@ -91,7 +91,7 @@ public sealed class CandidateSearch : IDisposable
         var o = options.Value;
         _maxConcurrentCalls = o.MaxConcurrentCalls;
         _maxBatchSize = o.MaxBatchSize;
-        _maxCallsInFlight = o.MaxCallsInFlight;
+        _callsInFlight = new CallsInFlight(o.MaxCallsInFlight);
         _batchStream = o.BatchStream && o.MaxConcurrentCalls > 0;
         _pipeline = new ResiliencePipelineBuilder<object>()
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions<object>
@@ -196,16 +196,15 @@ public sealed class CandidateSearch : IDisposable
     /// <summary>Takes one of the MaxCallsInFlight call slots, or says there is none left; give it back with <see cref="ReleaseCallSlot"/>.</summary>
     private bool TryTakeCallSlot()
     {
-        if (Interlocked.Increment(ref _callsInFlight) <= _maxCallsInFlight)
+        if (_callsInFlight.TryEnter())
         {
             return true;
         }
-        ReleaseCallSlot();
         _metrics.CandidateCallRefused();
         return false;
     }
 
-    private void ReleaseCallSlot() => Interlocked.Decrement(ref _callsInFlight);
+    private void ReleaseCallSlot() => _callsInFlight.Exit();
 
     /// <summary>
     /// One query of a batched call and where its answer goes. The caller's continuation runs where
