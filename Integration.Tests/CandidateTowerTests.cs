@@ -270,6 +270,23 @@ public class CandidateTowerTests(CandidateTowerFixture fixture) : IClassFixture<
         Assert.Contains(section, line);
         Assert.Contains(name, line);
         Assert.Contains(range, line);
+        // Only that line: no host failure logged before it, no stack trace.
+        Assert.DoesNotContain("Hosting failed to start", result.Output + result.Error);
+        Assert.DoesNotContain("   at ", result.Error);
+    }
+
+    [Fact]
+    public void TwoSettingsOutOfRange_EachGetsItsOwnLine()
+    {
+        var result = Programs.Run(Programs.QueryTower,
+            ["--urls", $"http://127.0.0.1:{Programs.FreePort()}", "--Metrics:Url", $"http://127.0.0.1:{Programs.FreePort()}",
+                "--Server:MaxCallsInFlight", "0", "--CandidateTower:MaxConcurrentCalls", "-1"],
+            TimeSpan.FromMinutes(1));
+        Assert.Equal(2, result.ExitCode);
+        var lines = result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        Assert.Contains(lines, l => l.StartsWith("configuration error in section Server: ", StringComparison.Ordinal) && l.Contains("'MaxCallsInFlight'"));
+        Assert.Contains(lines, l => l.StartsWith("configuration error in section CandidateTower: ", StringComparison.Ordinal) && l.Contains("'MaxConcurrentCalls'"));
     }
 
     [Fact]

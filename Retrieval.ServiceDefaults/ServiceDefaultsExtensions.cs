@@ -114,17 +114,33 @@ public static class ServiceDefaultsExtensions
         try
         {
             var app = builder.Build();
+            // The settings checked at start (ValidateOnStart) are checked here first: the host would otherwise log
+            // "Hosting failed to start" with the exception's stack trace before the line below.
+            app.Services.GetService<IStartupValidator>()?.Validate();
             pipeline(app);
             app.Run();
             return 0;
         }
         catch (OptionsValidationException e)
         {
-            // Each options class of the services names its configuration section in a Section constant.
-            var section = e.OptionsType.GetField("Section")?.GetValue(null) as string;
-            Console.Error.WriteLine($"configuration error{(section is null ? "" : $" in section {section}")}: {string.Join("; ", e.Failures)}");
+            Console.Error.WriteLine(ConfigurationError(e));
             return 2;
         }
+        catch (AggregateException e) when (e.InnerExceptions.All(inner => inner is OptionsValidationException))
+        {
+            foreach (var inner in e.InnerExceptions)
+            {
+                Console.Error.WriteLine(ConfigurationError((OptionsValidationException)inner));
+            }
+            return 2;
+        }
+    }
+
+    /// <summary>One line naming the section (each options class of the services has a Section constant) and what is wrong.</summary>
+    private static string ConfigurationError(OptionsValidationException e)
+    {
+        var section = e.OptionsType.GetField("Section")?.GetValue(null) as string;
+        return $"configuration error{(section is null ? "" : $" in section {section}")}: {string.Join("; ", e.Failures)}";
     }
 
     public static WebApplication MapServiceDefaults(this WebApplication app)
