@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.Json.Nodes;
 
 namespace Retrieval.Bench;
 
@@ -35,6 +37,50 @@ public static class BenchEnvironment
     }
 
     public static void Log(string message) => Console.Error.WriteLine(message);
+
+    /// <summary>
+    /// The machine a result was measured on: processor model, logical cores, operating system and runtime. A cloud VM's
+    /// host can change between runs (this project's Recommend maximum moved from 14,000/s to 20,000/s between two
+    /// sessions on the same 2-core VM type), so a figure without its processor is hard to compare with another.
+    /// </summary>
+    public static JsonObject Machine() => new()
+    {
+        ["processor"] = ProcessorModel(),
+        ["logical_cores"] = Environment.ProcessorCount,
+        ["os"] = RuntimeInformation.OSDescription,
+        ["runtime"] = RuntimeInformation.FrameworkDescription,
+    };
+
+    /// <summary>The processor's model name from /proc/cpuinfo on Linux (with its nominal clock), else the architecture.</summary>
+    private static string ProcessorModel()
+    {
+        try
+        {
+            if (File.Exists("/proc/cpuinfo"))
+            {
+                string? model = null, clock = null;
+                foreach (var line in File.ReadLines("/proc/cpuinfo"))
+                {
+                    var (key, value) = line.Split(':', 2) is [var k, var v] ? (k.Trim(), v.Trim()) : ("", "");
+                    model ??= key == "model name" ? value : null;
+                    clock ??= key == "cpu MHz" ? value : null;
+                    if (model is not null && clock is not null)
+                    {
+                        break;
+                    }
+                }
+                if (model is not null)
+                {
+                    return clock is null ? model : $"{model} ({clock} MHz)";
+                }
+            }
+        }
+        catch (IOException)
+        {
+            // Unreadable: fall back to the architecture below.
+        }
+        return RuntimeInformation.ProcessArchitecture.ToString();
+    }
 
     public sealed record ProcessResult(int ExitCode, string Output, string Error);
 

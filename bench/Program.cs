@@ -139,6 +139,7 @@ static List<double> Numbers(string list, string option, string what, Func<double
 
 static int Report(JsonObject result, bool asJson)
 {
+    result["machine"] = BenchEnvironment.Machine();
     Console.WriteLine(asJson ? result.ToJsonString() : result.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
     return 0;
 }
