@@ -40,8 +40,8 @@ public static class BenchEnvironment
 
     /// <summary>
     /// The machine a result was measured on: processor model, logical cores, operating system and runtime. A cloud VM's
-    /// host can change between runs (this project's Recommend maximum moved from 14,000/s to 20,000/s between two
-    /// sessions on the same 2-core VM type), so a figure without its processor is hard to compare with another.
+    /// speed moves with its host (this project's Recommend maximum has moved between 13,500/s and 21,000/s within one
+    /// session on the same 2-core VM), so a figure without its machine is hard to compare with another.
     /// </summary>
     public static JsonObject Machine() => new()
     {

@@ -187,6 +187,8 @@ public static class RecommendBenchmark
             double drift = maximumAfter.Rps / recommendStats.Rps;
             BenchEnvironment.Log($"Recommend's maximum again, after the half-load phases: {maximumAfter} ({drift:P0} of the best round)"
                 + (drift < 0.85 ? $"; the machine slowed down: the half-load rate was {0.5 / drift:P0} of this maximum" : ""));
+            // The closed loop grew the services' thread pools again: an unmeasured open-loop run before the next phase.
+            await OpenLoopThenRecover(recommendStats.Rps / 2, Math.Min(options.Seconds, 3), recommend);
             // On request, the same two phases with h2load as the generator: a fraction of the CPU the .NET generator takes,
             // but one connection per 100 calls/s (its pacing), which costs the query service more per call.
             JsonObject? h2loadJson = null;
