@@ -77,9 +77,17 @@ var hiccupMs = new Option<int>("--hiccup-ms")
     Description = "Also freeze the candidate service (SIGSTOP) this long, a third of the way into an extra ceiling phase at half load, then run one more: how the query service rides out a stall (Linux; see README)",
     HelpName = "MS",
 };
+var pacerUs = new Option<string>("--pacer-us")
+{
+    Description = "Least time between the open-loop pacer's wake-ups, in µs. Under 1000 (Linux): it sleeps until the next call is due, "
+        + "but no shorter. 1000: every millisecond, sending what came due since. With a list, each --rates phase runs once per value (see README)",
+    DefaultValueFactory = _ => Pacer.DefaultIntervalMicroseconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    HelpName = "LIST",
+};
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
 {
     dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, h2load, serviceCpus, generatorCpus, leanGenerator, hiccupMs,
+    pacerUs,
 };
 recommend.SetAction(async (result, ct) =>
 {
@@ -129,6 +137,8 @@ async Task<int> RunRecommend(ParseResult result)
         HiccupMs = hiccup,
         ServiceCpus = CpuAffinity.Parse(result.GetValue(serviceCpus), "--service-cpus"),
         GeneratorCpus = CpuAffinity.Parse(result.GetValue(generatorCpus), "--generator-cpus"),
+        PacerMicroseconds = [.. Numbers(result.GetValue(pacerUs)!, "--pacer-us", "a whole number of µs between 10 and 1,000",
+            v => v is >= 10 and <= 1000 && v == Math.Floor(v)).Select(v => (int)v)],
     }), result.GetValue(json));
 }
 

@@ -57,6 +57,12 @@ public sealed record RecommendOptions
 
     /// <summary>CPUs for the generator, or null for any.</summary>
     public int[]? GeneratorCpus { get; init; }
+
+    /// <summary>
+    /// The least time between two of the open-loop pacer's wake-ups, in microseconds (1,000: every millisecond). The first
+    /// paces every phase; with more, each <see cref="Rates"/> phase runs once with each, in turn (to compare them).
+    /// </summary>
+    public IReadOnlyList<int> PacerMicroseconds { get; init; } = [Pacer.DefaultIntervalMicroseconds];
 }
 
 /// <summary>
@@ -72,6 +78,8 @@ public static class RecommendBenchmark
     {
         var h2load = !options.H2Load ? null
             : H2Load.Find() ?? throw new InvalidOperationException("--h2load: h2load is not on PATH (Debian: apt-get install nghttp2-client)");
+        Pacer[] pacers = [.. options.PacerMicroseconds.DefaultIfEmpty(Pacer.DefaultIntervalMicroseconds).Select(us => new Pacer(us))];
+        var pacer = pacers[0];
         _stopping = false; // one benchmark's state: a second run in the same process starts clean
         Interlocked.Exchange(ref _errors, 0);
         RecentOutput.Clear();
@@ -150,7 +158,7 @@ public static class RecommendBenchmark
             // into the next phase.
             async Task<(Stats FromSchedule, Stats FromSend)> OpenLoopThenRecover(double rate, double phaseSeconds, Func<QueryTower.QueryTowerClient, int, Task> call)
             {
-                var result = await OpenLoop(clients, rate, phaseSeconds, call, bytesPerCall);
+                var result = await OpenLoop(clients, rate, phaseSeconds, call, bytesPerCall, pacer);
                 if (result.FromSchedule.Errors > 0)
                 {
                     await ProbeFreshConnection(address, recommendRequests[0]);
@@ -270,15 +278,20 @@ public static class RecommendBenchmark
                 };
             }
             var openLoop = new JsonArray();
-            foreach (var (key, value, rate) in options.LoadFractions.Select(f => ("fraction", f, recommendStats.Rps * f)).Concat(options.Rates.Select(r => ("rate", r, r))))
+            var phases = options.LoadFractions.Select(f => ("fraction", f, recommendStats.Rps * f, pacers[0]))
+                .Concat(options.Rates.SelectMany(r => pacers.Select(p => ("rate", r, r, p))));
+            foreach (var (key, value, rate, phasePacer) in phases)
             {
+                pacer = phasePacer;
                 var (f, fs, cost) = await Phase(rate, recommend);
-                string name = key == "fraction" ? $"{value:P0} load" : $"{rate:N0}/s";
+                pacer = pacers[0];
+                string name = (key == "fraction" ? $"{value:P0} load" : $"{rate:N0}/s") + (pacers.Length > 1 ? $", pacer {phasePacer.Describe()}" : "");
                 BenchEnvironment.Log($"Recommend at {name}, from schedule: {f}");
                 BenchEnvironment.Log($"Recommend at {name}, from send: {fs}; {cost.Describe()}");
                 openLoop.Add(new JsonObject
                 {
                     [key] = value,
+                    ["pacer_us"] = phasePacer.EffectiveMicroseconds,
                     ["from_schedule"] = f.ToJson(),
                     ["from_send"] = fs.ToJson(),
                     ["cores_busy"] = cost.CoresJson(),
@@ -319,6 +332,7 @@ public static class RecommendBenchmark
             report["open_loop"] = openLoop;
             report["jit_settle_seconds"] = jitSettled is { } settled ? Math.Round(settled.TotalSeconds, 1) : null;
             report["inline_io"] = options.InlineIO;
+            report["pacer_us"] = pacers[0].EffectiveMicroseconds;
             report["service_cpus"] = options.ServiceCpus is null ? null : new JsonArray([.. options.ServiceCpus.Select(c => (JsonNode?)c)]);
             report["generator_cpus"] = options.GeneratorCpus is null ? null : new JsonArray([.. options.GeneratorCpus.Select(c => (JsonNode?)c)]);
             report["service_environment"] = new JsonObject(options.ServiceEnvironment.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value)));
@@ -516,6 +530,9 @@ public static class RecommendBenchmark
     /// <summary>Latency percentiles and throughput of one phase.</summary>
     public sealed record Stats(double Rps, double P50, double P90, double P99, double P999, long Errors)
     {
+        /// <summary>Open loop, from schedule: how late the pacer sent the calls (p50, p99 in ms), which the latencies include.</summary>
+        public (double P50, double P99)? SendLate { get; init; }
+
         public static Stats Of(List<double> latencies, double seconds, long errors)
         {
             latencies.Sort();
@@ -531,13 +548,16 @@ public static class RecommendBenchmark
             ["p99_ms"] = Ms(P99),
             ["p999_ms"] = Ms(P999),
             ["errors"] = Errors,
+            ["send_late_p50_ms"] = SendLate is { } late ? Ms(late.P50) : null,
+            ["send_late_p99_ms"] = SendLate is { } late2 ? Ms(late2.P99) : null,
         };
 
         /// <summary>A latency for JSON: null when no call of the phase succeeded.</summary>
         private static JsonNode? Ms(double value) => double.IsFinite(value) ? Math.Round(value, 3) : null;
 
         public override string ToString() =>
-            $"{Rps:N0} requests/s, p50 {P50:F2} ms, p90 {P90:F2} ms, p99 {P99:F2} ms, p99.9 {P999:F2} ms, {Errors} errors";
+            $"{Rps:N0} requests/s, p50 {P50:F2} ms, p90 {P90:F2} ms, p99 {P99:F2} ms, p99.9 {P999:F2} ms, {Errors} errors"
+            + (SendLate is { } late ? $" (sent late by p50 {late.P50:F2} ms, p99 {late.P99:F2} ms)" : "");
     }
 
     /// <summary>Callers that each send the next request as soon as the previous one is answered.</summary>
@@ -624,20 +644,21 @@ public static class RecommendBenchmark
 
     /// <summary>
     /// Requests sent on a fixed schedule at <paramref name="rate"/> per second, whatever the answers' speed (open loop,
-    /// as wrk2): one pacer thread wakes every millisecond and sends the requests that have come due since, spread over the
-    /// channels, so the load arrives in small even steps rather than in the bursts of late timer wake-ups. Latency
+    /// as wrk2): one pacer thread wakes when the next request comes due, at most once per pacer interval (see
+    /// <see cref="Pacer"/>), and sends the requests that have come due since, spread over the channels, so the load
+    /// arrives in small even steps rather than in the bursts of late timer wake-ups. Latency
     /// counts from when a request was due, so a late send is charged (no coordinated omission); the latency from the
     /// actual send is reported beside it. The phase runs in a no-GC region sized from <paramref name="bytesPerCall"/>
     /// when the runtime grants one, so the generator's own collections (pauses of a few milliseconds in which no answer
     /// is read and no request sent) are not charged to the services; theirs are.
     /// </summary>
     private static async Task<(Stats FromSchedule, Stats FromSend)> OpenLoop(RetrievalClient[] clients, double rate, double seconds,
-        Func<QueryTower.QueryTowerClient, int, Task> call, long bytesPerCall)
+        Func<QueryTower.QueryTowerClient, int, Task> call, long bytesPerCall, Pacer pacer)
     {
         bool noGC = StartNoGCRegion((long)(rate * seconds) * bytesPerCall * 2);
         try
         {
-            return await SendOnSchedule(clients, rate, seconds, call);
+            return await SendOnSchedule(clients, rate, seconds, call, pacer);
         }
         finally
         {
@@ -667,11 +688,12 @@ public static class RecommendBenchmark
 
     /// <summary>The open loop itself (see <see cref="OpenLoop"/>), without the no-GC region.</summary>
     private static async Task<(Stats FromSchedule, Stats FromSend)> SendOnSchedule(RetrievalClient[] clients, double rate, double seconds,
-        Func<QueryTower.QueryTowerClient, int, Task> call)
+        Func<QueryTower.QueryTowerClient, int, Task> call, Pacer pacer)
     {
         int total = (int)(rate * seconds);
         var fromDue = new double[total];
         var fromSend = new double[total];
+        var sendLate = new double[total];
         // Calls are counted down rather than kept: holding every call's task would have each one survive the
         // generator's collections, whose pauses would then be charged to the services.
         int pending = total;
@@ -683,6 +705,7 @@ public static class RecommendBenchmark
         async Task Send(int index, double dueAt)
         {
             double sendAt = clock.Elapsed.TotalSeconds;
+            sendLate[index] = (sendAt - dueAt) * 1000;
             try
             {
                 await call(clients[index % clients.Length].Raw, index);
@@ -713,8 +736,9 @@ public static class RecommendBenchmark
         }
 
         // A thread of its own: a timer continuation would queue behind the answers the thread pool is handling.
-        var pacer = new Thread(() =>
+        var pacerThread = new Thread(() =>
         {
+            pacer.OnPacerThread();
             int next = 0;
             while (next < total)
             {
@@ -723,12 +747,15 @@ public static class RecommendBenchmark
                 {
                     _ = Send(next, next / rate);
                 }
-                Thread.Sleep(1);
+                if (next < total)
+                {
+                    pacer.WaitUntil(next / rate, clock.Elapsed.TotalSeconds);
+                }
             }
         })
         { IsBackground = true, Name = "open-loop pacer", Priority = ThreadPriority.AboveNormal };
-        pacer.Start();
-        await Task.Run(pacer.Join);
+        pacerThread.Start();
+        await Task.Run(pacerThread.Join);
         if (total > 0)
         {
             await allDone.Task;
@@ -740,6 +767,8 @@ public static class RecommendBenchmark
         double elapsed = clock.Elapsed.TotalSeconds;
         Interlocked.Add(ref _errors, errors);
         ReportFailures();
-        return (Stats.Of([.. fromDue.Where(double.IsFinite)], elapsed, errors), Stats.Of([.. fromSend.Where(double.IsFinite)], elapsed, errors));
+        var late = Stats.Of([.. sendLate], elapsed, 0);
+        return (Stats.Of([.. fromDue.Where(double.IsFinite)], elapsed, errors) with { SendLate = (late.P50, late.P99) },
+            Stats.Of([.. fromSend.Where(double.IsFinite)], elapsed, errors));
     }
 }
