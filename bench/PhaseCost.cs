@@ -12,10 +12,11 @@ namespace Retrieval.Bench;
 /// </summary>
 public sealed class PhaseCost
 {
-    private PhaseCost(Dictionary<string, double> cores, Dictionary<string, ServiceRuntime> services)
+    private PhaseCost(Dictionary<string, double> cores, Dictionary<string, ServiceRuntime> services, HostShare? host)
     {
         Cores = cores;
         Services = services;
+        Host = host;
     }
 
     /// <summary>Cores each process kept busy (1.0 = one core all the time), by process name.</summary>
@@ -23,6 +24,9 @@ public sealed class PhaseCost
 
     /// <summary>Each service's runtime figures over the phase, by service name.</summary>
     public Dictionary<string, ServiceRuntime> Services { get; }
+
+    /// <summary>What the rest of the machine took over the phase (Linux), or null where that cannot be read.</summary>
+    public HostShare? Host { get; }
 
     /// <summary>How long a phase waits after reading the services' counters before it starts.</summary>
     private static readonly TimeSpan SettleAfterScrape = TimeSpan.FromSeconds(1);
@@ -37,23 +41,29 @@ public sealed class PhaseCost
         // few hundred milliseconds, which at the start of a phase made its slowest requests. The phase waits it out.
         await Task.Delay(SettleAfterScrape);
         var cpu = CpuTimes(processes);
+        var hostBefore = HostTicks.Read();
         var clock = Stopwatch.StartNew();
         var result = await phase();
         var elapsed = clock.Elapsed;
+        var hostAfter = HostTicks.Read();
         var cores = CoresSince(processes, cpu, elapsed);
+        var host = hostBefore is { } hb && hostAfter is { } ha ? HostShare.Between(hb, ha, elapsed, cores.Values.Sum()) : null;
         var after = await Task.WhenAll(services.Select(s => s.ScrapeAsync()));
         var runtime = services.Select((s, i) => (s.Name, Figures: counters[i] is { } b && after[i] is { } a ? ServiceRuntime.Between(b, a, elapsed, calls) : null))
             .Where(s => s.Figures is not null).ToDictionary(s => s.Name, s => s.Figures!);
-        return (result, new PhaseCost(cores, runtime));
+        return (result, new PhaseCost(cores, runtime, host));
     }
 
     public string Describe() =>
         "cores busy: " + string.Join(", ", Cores.Select(c => $"{c.Key} {c.Value:F2}")) + $" of {Environment.ProcessorCount}"
+        + (Host is { } host ? $" ({host})" : "")
         + string.Concat(Services.Select(s => $"; {s.Key}: {s.Value}"));
 
     public JsonObject CoresJson() => new(Cores.Select(c => KeyValuePair.Create(c.Key, (JsonNode?)Math.Round(c.Value, 2))));
 
     public JsonObject RuntimeJson() => new(Services.Select(s => KeyValuePair.Create(s.Key, (JsonNode?)s.Value.ToJson())));
+
+    public JsonObject? HostJson() => Host?.ToJson();
 
     private static TimeSpan[] CpuTimes((string Name, Process Process)[] processes) =>
         [.. processes.Select(p =>
@@ -66,6 +76,74 @@ public sealed class PhaseCost
     {
         var after = CpuTimes(processes);
         return processes.Select((p, i) => (p.Name, Cores: (after[i] - before[i]).TotalSeconds / elapsed.TotalSeconds)).ToDictionary(p => p.Name, p => p.Cores);
+    }
+}
+
+/// <summary>
+/// The machine's share beyond the three processes over one phase, in cores: the hypervisor's steal (time this VM's
+/// virtual CPUs were ready to run and the host ran something else) and what other processes and the kernel's own
+/// threads kept busy. A phase whose tail is worse than its neighbours' with steal or others well above theirs was
+/// slowed by the machine, not by the services.
+/// </summary>
+public sealed record HostShare(double StealCores, double OtherCores)
+{
+    internal static HostShare Between(HostTicks before, HostTicks after, TimeSpan elapsed, double processCores)
+    {
+        double seconds = Math.Max(elapsed.TotalSeconds, 1e-9);
+        double busy = (after.Busy - before.Busy) / HostTicks.PerSecond / seconds;
+        return new HostShare((after.Steal - before.Steal) / HostTicks.PerSecond / seconds, Math.Max(0, busy - processCores));
+    }
+
+    public JsonObject ToJson() => new()
+    {
+        ["steal_cores"] = Math.Round(StealCores, 3),
+        ["other_cores"] = Math.Round(OtherCores, 3),
+    };
+
+    public override string ToString() => $"steal {StealCores:F2}, others {OtherCores:F2}";
+}
+
+/// <summary>The machine's cumulative CPU time, from the first line of /proc/stat (in clock ticks).</summary>
+public readonly record struct HostTicks(double Busy, double Steal)
+{
+    /// <summary>Linux's USER_HZ, the unit of /proc/stat on every architecture .NET runs on.</summary>
+    public const double PerSecond = 100;
+
+    /// <summary>The counters now, or null off Linux or when /proc/stat cannot be read.</summary>
+    public static HostTicks? Read()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+        try
+        {
+            using var reader = new StreamReader("/proc/stat");
+            return Parse(reader.ReadLine() ?? "");
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Reads the aggregate line "cpu user nice system idle iowait irq softirq steal …": busy is user, nice, system, irq and
+    /// softirq; steal is on its own; idle and iowait are neither.
+    /// </summary>
+    public static HostTicks? Parse(string line)
+    {
+        var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        if (fields.Length < 9 || fields[0] != "cpu")
+        {
+            return null;
+        }
+        double Field(int i) => double.TryParse(fields[i], NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : 0;
+        return new HostTicks(Field(1) + Field(2) + Field(3) + Field(6) + Field(7), Field(8));
     }
 }
 

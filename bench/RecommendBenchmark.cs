@@ -295,6 +295,7 @@ public static class RecommendBenchmark
                     ["from_schedule"] = f.ToJson(),
                     ["from_send"] = fs.ToJson(),
                     ["cores_busy"] = cost.CoresJson(),
+                    ["host"] = cost.HostJson(),
                     ["runtime"] = cost.RuntimeJson(),
                 });
             }
@@ -364,6 +365,8 @@ public static class RecommendBenchmark
         report["ceiling_half_load"] = ceiling.ToJson();
         report["half_load_cores_busy"] = halfCost.CoresJson();
         report["ceiling_half_load_cores_busy"] = ceilingCost.CoresJson();
+        report["half_load_host"] = halfCost.HostJson();
+        report["ceiling_half_load_host"] = ceilingCost.HostJson();
         report["half_load_runtime"] = halfCost.RuntimeJson();
         report["ceiling_half_load_runtime"] = ceilingCost.RuntimeJson();
         return report;
