@@ -28,7 +28,7 @@ public sealed class ServerOptions
 /// answered at once, unread, with RESOURCE_EXHAUSTED naming the setting, and counted (<c>{prefix}.refused</c> by
 /// method). Callers that do not bound themselves can open calls faster than an overloaded service finishes them: each
 /// HTTP/2 connection carries up to 100 at once, and a caller may open many connections. In the benchmark's collapse
-/// (README, Speed) 10,000–18,000 calls were open in the query service, and the memory they held slowed its collections
+/// (bench/README.md) 10,000–18,000 calls were open in the query service, and the memory they held slowed its collections
 /// until nothing was answered in time. RESOURCE_EXHAUSTED rather than UNAVAILABLE: the service is up and refusing work,
 /// and Retrieval.Client's retry policy (UNAVAILABLE only) does not send the call straight back. The health and
 /// reflection services are not counted: a busy service still says it is serving.

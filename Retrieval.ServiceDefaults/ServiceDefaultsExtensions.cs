@@ -54,7 +54,7 @@ public static class ServiceDefaultsExtensions
         {
             metrics.AddMeter(ModelStore.Meter.Name);
             // The runtime's own: collections and their pause time, thread-pool queue and threads, CPU time. A service's
-            // latency tail follows its collections (README, Speed).
+            // latency tail follows its collections (bench/README.md).
             metrics.AddMeter("System.Runtime");
             foreach (var meter in meters)
             {

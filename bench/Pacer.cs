@@ -8,7 +8,7 @@ namespace Retrieval.Bench;
 /// waits up to that millisecond before it is sent, which its latency from schedule is charged, and a tick's requests go
 /// out together. With a shorter interval on Linux it sleeps until the next request's due time (clock_nanosleep, with
 /// the thread's timer slack cut from the kernel's 50 µs to 1 µs) but wakes at most once per interval, so requests go
-/// out nearer their due times, in smaller steps. Measured (README, Speed): the shorter wait is gone from the p50, but
+/// out nearer their due times, in smaller steps. Measured (bench/README.md): the shorter wait is gone from the p50, but
 /// requests that arrive one or two at a time cost the services more thread wake-ups per call, and the p99 is no lower.
 /// </summary>
 internal sealed partial class Pacer

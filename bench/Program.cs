@@ -46,7 +46,7 @@ var rates = new Option<string>("--rates")
 };
 var inline = new Option<bool>("--inline-io", "--inline-completions")
 {
-    Description = "Start the services with Transport:InlineIO (socket I/O continuations on the epoll threads: fewer thread hops per call; see README)",
+    Description = "Start the services with Transport:InlineIO (socket I/O continuations on the epoll threads: fewer thread hops per call; see bench/README.md)",
 };
 var serviceEnv = new Option<string[]>("--service-env")
 {
@@ -56,7 +56,7 @@ var serviceEnv = new Option<string[]>("--service-env")
 };
 var h2load = new Option<bool>("--h2load")
 {
-    Description = "Also drive the half-load phases with nghttp2's h2load (a lean C generator over one connection per 100 calls/s; see README)",
+    Description = "Also drive the half-load phases with nghttp2's h2load (a lean C generator over one connection per 100 calls/s; see bench/README.md)",
 };
 var serviceCpus = new Option<string>("--service-cpus")
 {
@@ -70,17 +70,17 @@ var generatorCpus = new Option<string>("--generator-cpus")
 };
 var leanGenerator = new Option<bool>("--lean-generator")
 {
-    Description = "Also drive the half-load phases from a generator that costs little CPU (HTTP/2 written by hand, no thread pool; see README)",
+    Description = "Also drive the half-load phases from a generator that costs little CPU (HTTP/2 written by hand, no thread pool; see bench/README.md)",
 };
 var hiccupMs = new Option<int>("--hiccup-ms")
 {
-    Description = "Also freeze the candidate service (SIGSTOP) this long, a third of the way into an extra ceiling phase at half load, then run one more: how the query service rides out a stall (Linux; see README)",
+    Description = "Also freeze the candidate service (SIGSTOP) this long, a third of the way into an extra ceiling phase at half load, then run one more: how the query service rides out a stall (Linux; see bench/README.md)",
     HelpName = "MS",
 };
 var pacerUs = new Option<string>("--pacer-us")
 {
     Description = "Least time between the open-loop pacer's wake-ups, in µs. Under 1000 (Linux): it sleeps until the next call is due, "
-        + "but no shorter. 1000: every millisecond, sending what came due since. With a list, each --rates phase runs once per value (see README)",
+        + "but no shorter. 1000: every millisecond, sending what came due since. With a list, each --rates phase runs once per value (see bench/README.md)",
     DefaultValueFactory = _ => Pacer.DefaultIntervalMicroseconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
     HelpName = "LIST",
 };

@@ -48,7 +48,7 @@ public sealed class CandidateTowerOptions
     /// MaxStreamsPerConnection, 100 by default) wait past their deadlines while new ones keep coming, an overload that
     /// feeds itself (measured: a 200 ms stall at 7,000 Pings/s left the query service answering nothing, for good).
     /// Keep it well below the candidate tower's stream limit: 90 came near that cliff again, 32 refused more calls than
-    /// needed (README, Speed).
+    /// needed (bench/README.md).
     /// </summary>
     [Range(1, 100_000)]
     public int MaxCallsInFlight { get; set; } = 64;
