@@ -79,7 +79,6 @@ public static class RecommendBenchmark
         var h2load = !options.H2Load ? null
             : H2Load.Find() ?? throw new InvalidOperationException("--h2load: h2load is not on PATH (Debian: apt-get install nghttp2-client)");
         Pacer[] pacers = [.. options.PacerMicroseconds.DefaultIfEmpty(Pacer.DefaultIntervalMicroseconds).Select(us => new Pacer(us))];
-        var pacer = pacers[0];
         _stopping = false; // one benchmark's state: a second run in the same process starts clean
         Interlocked.Exchange(ref _errors, 0);
         RecentOutput.Clear();
@@ -156,9 +155,10 @@ public static class RecommendBenchmark
             // An open-loop run that, when calls failed, probes a new connection (to tell a stuck service from stuck callers'
             // connections) and then reconnects, so a generator that fell behind does not carry its backed-up connections
             // into the next phase.
-            async Task<(Stats FromSchedule, Stats FromSend)> OpenLoopThenRecover(double rate, double phaseSeconds, Func<QueryTower.QueryTowerClient, int, Task> call)
+            async Task<(Stats FromSchedule, Stats FromSend)> OpenLoopThenRecover(double rate, double phaseSeconds, Func<QueryTower.QueryTowerClient, int, Task> call,
+                Pacer? pacer = null)
             {
-                var result = await OpenLoop(clients, rate, phaseSeconds, call, bytesPerCall, pacer);
+                var result = await OpenLoop(clients, rate, phaseSeconds, call, bytesPerCall, pacer ?? pacers[0]);
                 if (result.FromSchedule.Errors > 0)
                 {
                     await ProbeFreshConnection(address, recommendRequests[0]);
@@ -174,9 +174,10 @@ public static class RecommendBenchmark
             // and pool work items per call): at a fixed rate these are steadier measures of a change than the tail, which
             // moves with this machine's noise.
             Task<(T Result, PhaseCost Cost)> WithCost<T>(Func<Task<T>> phase, double calls) => PhaseCost.Measure(phase, calls, processes, runtimes);
-            async Task<(Stats FromSchedule, Stats FromSend, PhaseCost Cost)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call)
+            async Task<(Stats FromSchedule, Stats FromSend, PhaseCost Cost)> Phase(double rate, Func<QueryTower.QueryTowerClient, int, Task> call,
+                Pacer? pacer = null)
             {
-                var ((fromSchedule, fromSend), cost) = await WithCost(() => OpenLoopThenRecover(rate, options.Seconds, call), rate * options.Seconds);
+                var ((fromSchedule, fromSend), cost) = await WithCost(() => OpenLoopThenRecover(rate, options.Seconds, call, pacer), rate * options.Seconds);
                 return (fromSchedule, fromSend, cost);
             }
             // An unmeasured open-loop run first: the closed loop leaves the services' thread pools grown and the generator's
@@ -282,9 +283,7 @@ public static class RecommendBenchmark
                 .Concat(options.Rates.SelectMany(r => pacers.Select(p => ("rate", r, r, p))));
             foreach (var (key, value, rate, phasePacer) in phases)
             {
-                pacer = phasePacer;
-                var (f, fs, cost) = await Phase(rate, recommend);
-                pacer = pacers[0];
+                var (f, fs, cost) = await Phase(rate, recommend, phasePacer);
                 string name = (key == "fraction" ? $"{value:P0} load" : $"{rate:N0}/s") + (pacers.Length > 1 ? $", pacer {phasePacer.Describe()}" : "");
                 BenchEnvironment.Log($"Recommend at {name}, from schedule: {f}");
                 BenchEnvironment.Log($"Recommend at {name}, from send: {fs}; {cost.Describe()}");
@@ -543,17 +542,24 @@ public static class RecommendBenchmark
             return new Stats(latencies.Count / seconds, At(0.5), At(0.9), At(0.99), At(0.999), errors);
         }
 
-        public JsonObject ToJson() => new()
+        public JsonObject ToJson()
         {
-            ["rps"] = Math.Round(Rps, 1),
-            ["p50_ms"] = Ms(P50),
-            ["p90_ms"] = Ms(P90),
-            ["p99_ms"] = Ms(P99),
-            ["p999_ms"] = Ms(P999),
-            ["errors"] = Errors,
-            ["send_late_p50_ms"] = SendLate is { } late ? Ms(late.P50) : null,
-            ["send_late_p99_ms"] = SendLate is { } late2 ? Ms(late2.P99) : null,
-        };
+            var json = new JsonObject
+            {
+                ["rps"] = Math.Round(Rps, 1),
+                ["p50_ms"] = Ms(P50),
+                ["p90_ms"] = Ms(P90),
+                ["p99_ms"] = Ms(P99),
+                ["p999_ms"] = Ms(P999),
+                ["errors"] = Errors,
+            };
+            if (SendLate is { } late)
+            {
+                json["send_late_p50_ms"] = Ms(late.P50);
+                json["send_late_p99_ms"] = Ms(late.P99);
+            }
+            return json;
+        }
 
         /// <summary>A latency for JSON: null when no call of the phase succeeded.</summary>
         private static JsonNode? Ms(double value) => double.IsFinite(value) ? Math.Round(value, 3) : null;
@@ -647,9 +653,9 @@ public static class RecommendBenchmark
 
     /// <summary>
     /// Requests sent on a fixed schedule at <paramref name="rate"/> per second, whatever the answers' speed (open loop,
-    /// as wrk2): one pacer thread wakes when the next request comes due, at most once per pacer interval (see
-    /// <see cref="Pacer"/>), and sends the requests that have come due since, spread over the channels, so the load
-    /// arrives in small even steps rather than in the bursts of late timer wake-ups. Latency
+    /// as wrk2): one pacer thread wakes every millisecond (or, with a shorter <see cref="Pacer"/> interval on Linux, when
+    /// the next request comes due) and sends the requests that have come due since, spread over the channels, so the
+    /// load arrives in small even steps rather than in the bursts of late timer wake-ups. Latency
     /// counts from when a request was due, so a late send is charged (no coordinated omission); the latency from the
     /// actual send is reported beside it. The phase runs in a no-GC region sized from <paramref name="bytesPerCall"/>
     /// when the runtime grants one, so the generator's own collections (pauses of a few milliseconds in which no answer
