@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Retrieval.Client;
 using Retrieval.Integration.Tests.Infrastructure;
+using Retrieval.Tooling;
 
 namespace Retrieval.Integration.Tests;
 
@@ -96,9 +97,10 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task CandidateTowerAskedToStop_StopsPromptlyDespiteTheQueryTowersOpenBatchStream_ThenRecommendIsDegraded()
     {
+        Skip.IfNot(PosixSignal.Supported, ServiceProcess.NoSignals);
         var models = shared.Models.NewModelsFolder(out _);
         using var pair = new ServingPair(models);
         await pair.WaitAsync();
@@ -181,9 +183,10 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         Assert.False(pair.Query.HasExited);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task CandidateTowerStalled_CallsBeyondMaxCallsInFlightAreRefusedAtOnce_TheOthersAnswerWhenItResumes()
     {
+        Skip.IfNot(PosixSignal.Supported, ServiceProcess.NoSignals);
         var models = shared.Models.NewModelsFolder(out _);
         using var pair = new ServingPair(models, "--CandidateTower:MaxCallsInFlight", "4", "--CandidateTower:AttemptTimeoutMs", "60000",
             "--CandidateTower:MaxRetries", "0");
@@ -228,9 +231,10 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         }
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task CallsBeyondServerMaxCallsInFlight_AreRefusedAtOnceWithResourceExhausted_HealthStillAnswers()
     {
+        Skip.IfNot(PosixSignal.Supported, ServiceProcess.NoSignals);
         var models = shared.Models.NewModelsFolder(out _);
         int metricsPort = Programs.FreePort();
         using var pair = new ServingPair(models, "--Server:MaxCallsInFlight", "3", "--CandidateTower:AttemptTimeoutMs", "60000",

@@ -8,6 +8,7 @@ using Retrieval.Client;
 using Retrieval.Core.Artifact;
 using Retrieval.Core.Data;
 using Retrieval.Core.Features;
+using Retrieval.Tooling;
 using Retrieval.Trainer.Training;
 using Retrieval.V1;
 
@@ -257,9 +258,9 @@ public static class RecommendBenchmark
                     var freeze = Task.Run(async () =>
                     {
                         await Task.Delay(TimeSpan.FromSeconds(options.Seconds / 3));
-                        Signal(candidate, "-STOP");
+                        PosixSignal.Send(candidate.Id, PosixSignal.Stop);
                         await Task.Delay(options.HiccupMs);
-                        Signal(candidate, "-CONT");
+                        PosixSignal.Send(candidate.Id, PosixSignal.Continue);
                     });
                     var result = await OpenLoopThenRecover(rate, options.Seconds, ping);
                     await freeze;
@@ -423,13 +424,6 @@ public static class RecommendBenchmark
         }
     }
 
-    /// <summary>Sends a signal to a service (kill -STOP / -CONT).</summary>
-    private static void Signal(Process service, string signal)
-    {
-        using var kill = Process.Start(new ProcessStartInfo("kill", [signal, service.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])
-        { UseShellExecute = false })!;
-        kill.WaitForExit();
-    }
 
     private static Process StartService(string dll, int port, int metricsPort, string[] args, IReadOnlyDictionary<string, string> environment,
         int[]? cpus)

@@ -4,6 +4,7 @@ using System.Globalization;
 using Grpc.Core;
 using Grpc.Health.V1;
 using Grpc.Net.Client;
+using Retrieval.Tooling;
 
 namespace Retrieval.Integration.Tests.Infrastructure;
 
@@ -123,24 +124,25 @@ public sealed class ServiceProcess : IDisposable
         }
     }
 
+    /// <summary>Why a test that signals a service is skipped where <see cref="PosixSignal.Supported"/> is false.</summary>
+    public const string NoSignals = "needs POSIX signals (Linux or macOS) to stop or freeze a service process";
+
     /// <summary>Asks the process to stop (SIGTERM), as a deployment does; the host shuts down gracefully.</summary>
-    public void Terminate() => Signal("-TERM");
+    public void Terminate() => Signal(PosixSignal.Terminate);
 
     /// <summary>
     /// Freezes the process (SIGSTOP) until <see cref="Resume"/>, as a long pause or a starved host would: its connections
     /// stay open and calls to it hang.
     /// </summary>
-    public void Suspend() => Signal("-STOP");
+    public void Suspend() => Signal(PosixSignal.Stop);
 
-    public void Resume() => Signal("-CONT");
+    public void Resume() => Signal(PosixSignal.Continue);
 
-    private void Signal(string signal)
+    private void Signal(int signal)
     {
         if (!_process.HasExited)
         {
-            using var kill = Process.Start(new ProcessStartInfo("kill", [signal, _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])
-            { UseShellExecute = false })!;
-            kill.WaitForExit();
+            PosixSignal.Send(_process.Id, signal);
         }
     }
 
