@@ -5,7 +5,7 @@ namespace Retrieval.Bench;
 /// <summary>
 /// How the open loop's pacer thread waits for the next request to come due. By default, and on systems other than
 /// Linux, it sleeps a millisecond at a time (<c>Thread.Sleep(1)</c>, a little over 1 ms on Linux): every request then
-/// waits up to that millisecond before it is sent, which its latency from schedule is charged, and a tick's requests go
+/// waits up to that millisecond before it is sent, a wait its latency from schedule includes, and a tick's requests go
 /// out together. With a shorter interval on Linux it sleeps until the next request's due time (clock_nanosleep, with
 /// the thread's timer slack cut from the kernel's 50 µs to 1 µs) but wakes at most once per interval, so requests go
 /// out nearer their due times, in smaller steps. Measured (bench/README.md): the shorter wait is gone from the p50, but

@@ -81,8 +81,8 @@ public sealed class PhaseCost
 
 /// <summary>
 /// The machine's share beyond the three processes over one phase, in cores: the hypervisor's steal (time this VM's
-/// virtual CPUs were ready to run and the host ran something else) and what other processes and the kernel's own
-/// threads kept busy. A phase whose tail is worse than its neighbours' with steal or others well above theirs was
+/// virtual CPUs were ready to run and the host ran something else) and what other processes, the kernel's own threads
+/// and interrupt work not charged to any process kept busy. A phase whose tail is worse than its neighbours' with steal or others well above theirs was
 /// slowed by the machine, not by the services.
 /// </summary>
 public sealed record HostShare(double StealCores, double OtherCores)
