@@ -16,16 +16,19 @@ internal sealed partial class Pacer
     /// <summary>The default least time between two wake-ups: a millisecond, the open loop's pacing since it was written.</summary>
     public const int DefaultIntervalMicroseconds = 1000;
 
+    /// <summary>The interval's bounds, in microseconds: 1,000 is the millisecond sleeper, nothing sleeps less than 10.</summary>
+    public const int MinIntervalMicroseconds = 10, MaxIntervalMicroseconds = 1000;
+
     private readonly bool _precise;
 
     public Pacer(int intervalMicroseconds)
     {
-        if (intervalMicroseconds is < 10 or > 1000)
+        if (intervalMicroseconds is < MinIntervalMicroseconds or > MaxIntervalMicroseconds)
         {
-            throw new ArgumentException($"--pacer-us: {intervalMicroseconds} is not between 10 and 1,000 µs");
+            throw new ArgumentException($"--pacer-us: {intervalMicroseconds} is not between {MinIntervalMicroseconds} and {MaxIntervalMicroseconds:N0} µs");
         }
         IntervalMicroseconds = intervalMicroseconds;
-        _precise = OperatingSystem.IsLinux() && intervalMicroseconds < 1000;
+        _precise = OperatingSystem.IsLinux() && intervalMicroseconds < MaxIntervalMicroseconds;
     }
 
     public int IntervalMicroseconds { get; }

@@ -137,8 +137,9 @@ async Task<int> RunRecommend(ParseResult result)
         HiccupMs = hiccup,
         ServiceCpus = CpuAffinity.Parse(result.GetValue(serviceCpus), "--service-cpus"),
         GeneratorCpus = CpuAffinity.Parse(result.GetValue(generatorCpus), "--generator-cpus"),
-        PacerMicroseconds = [.. Numbers(result.GetValue(pacerUs)!, "--pacer-us", "a whole number of µs between 10 and 1,000",
-            v => v is >= 10 and <= 1000 && v == Math.Floor(v)).Select(v => (int)v)],
+        PacerMicroseconds = [.. Numbers(result.GetValue(pacerUs)!, "--pacer-us",
+            $"a whole number of µs between {Pacer.MinIntervalMicroseconds} and {Pacer.MaxIntervalMicroseconds:N0}",
+            v => v is >= Pacer.MinIntervalMicroseconds and <= Pacer.MaxIntervalMicroseconds && v == Math.Floor(v)).Select(v => (int)v)],
     }), result.GetValue(json));
 }
 
