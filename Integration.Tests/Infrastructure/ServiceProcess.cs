@@ -35,6 +35,7 @@ public sealed class ServiceProcess : IDisposable
     public GrpcChannel Channel { get; }
     public string Output => string.Join('\n', _output);
     public bool HasExited => _process.HasExited;
+    public int ProcessId => _process.Id;
 
     /// <summary>Whether the process ended within <paramref name="timeout"/>; when it did, its output is all in <see cref="Output"/>.</summary>
     public async Task<bool> WaitForExitAsync(TimeSpan timeout)
