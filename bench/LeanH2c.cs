@@ -8,8 +8,8 @@ namespace Retrieval.Bench;
 
 /// <summary>
 /// A lean open-loop generator of unary gRPC calls for `bench recommend --lean-generator`: HTTP/2 over plain TCP written
-/// out by hand, a few connections, one pacer thread that sends what has come due every millisecond (all of a tick's
-/// frames for a connection in one send) and one blocking reader thread per connection: no thread pool, no HttpClient,
+/// out by hand, a few connections, one pacer thread that sends what has come due each time it wakes (every millisecond,
+/// or as the main generator's <see cref="Pacer"/> says; all of a wake's frames for a connection in one send) and one blocking reader thread per connection: no thread pool, no HttpClient,
 /// no per-call allocation. It measures what the services do when their caller costs little, as callers on other
 /// machines do; the main generator stays the client library's. It asks the server not to compress headers with a
 /// dynamic table (SETTINGS_HEADER_TABLE_SIZE 0), so the trailers' grpc-status can be read without one, and counts a call
@@ -24,11 +24,13 @@ internal static class LeanH2c
     /// <summary>
     /// Sends <paramref name="rate"/> calls per second for <paramref name="seconds"/> to <paramref name="path"/> over
     /// <paramref name="connections"/> connections, call i with <paramref name="frames"/>[i % frames.Length] (gRPC-framed
-    /// request messages); latencies from when each call was due and from when it was sent.
+    /// request messages), paced by <paramref name="pacer"/>; latencies from when each call was due (with how late it
+    /// was sent) and from when it was sent.
     /// </summary>
     public static (RecommendBenchmark.Stats FromSchedule, RecommendBenchmark.Stats FromSend) Run(IPEndPoint server, string path, byte[][] frames,
-        double rate, double seconds, int connections, TimeSpan deadline)
+        double rate, double seconds, int connections, TimeSpan deadline, Pacer pacer)
     {
+        pacer.OnPacerThread();
         int total = Math.Max(1, (int)(rate * seconds));
         var calls = new Calls(total);
         var links = Enumerable.Range(0, connections).Select(_ => new Link(server, path, calls, deadline)).ToArray();
@@ -56,7 +58,14 @@ internal static class LeanH2c
                 {
                     break; // the connections stopped taking calls: the rest count as failed
                 }
-                Thread.Sleep(1);
+                if (next < total)
+                {
+                    pacer.WaitUntil(next / rate, clock.Elapsed.TotalSeconds);
+                }
+                else
+                {
+                    Thread.Sleep(1); // all due: what is left is a backlog of connections out of stream credit
+                }
             }
             // Wait for the answers, at most a deadline past the last send.
             var end = clock.Elapsed + deadline;
@@ -67,6 +76,7 @@ internal static class LeanH2c
             double elapsed = clock.Elapsed.TotalSeconds;
             var fromDue = new List<double>(total);
             var fromSend = new List<double>(total);
+            var sendLate = new List<double>(total);
             long errors = 0;
             for (int i = 0; i < total; i++)
             {
@@ -74,13 +84,16 @@ internal static class LeanH2c
                 {
                     fromDue.Add((calls.DoneAt[i] - i / rate) * 1000);
                     fromSend.Add((calls.DoneAt[i] - calls.SentAt[i]) * 1000);
+                    sendLate.Add((calls.SentAt[i] - i / rate) * 1000);
                 }
                 else
                 {
                     errors++;
                 }
             }
-            return (RecommendBenchmark.Stats.Of(fromDue, elapsed, errors), RecommendBenchmark.Stats.Of(fromSend, elapsed, errors));
+            var late = RecommendBenchmark.Stats.Of(sendLate, elapsed, 0);
+            return (RecommendBenchmark.Stats.Of(fromDue, elapsed, errors) with { SendLate = (late.P50, late.P99) },
+                RecommendBenchmark.Stats.Of(fromSend, elapsed, errors));
         }
         finally
         {

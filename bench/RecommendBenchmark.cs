@@ -61,7 +61,7 @@ public sealed record RecommendOptions
 
     /// <summary>
     /// The least time between two of the open-loop pacer's wake-ups, in microseconds (1,000: every millisecond). The first
-    /// paces every phase; with more, each <see cref="Rates"/> phase runs once with each, in turn (to compare them).
+    /// paces every phase, the lean generator's too; with more, each <see cref="Rates"/> phase runs once with each, in turn.
     /// </summary>
     public IReadOnlyList<int> PacerMicroseconds { get; init; } = [Pacer.DefaultIntervalMicroseconds];
 }
@@ -235,7 +235,7 @@ public static class RecommendBenchmark
                 byte[][] recommendFrames = [.. recommendRequests.Select(H2Load.Frame)], pingFrames = [H2Load.Frame(pingRequest)];
                 Task<((Stats FromSchedule, Stats FromSend) Result, PhaseCost Cost)> LeanPhase(string method, byte[][] frames, double phaseSeconds) =>
                     WithCost(() => Task.Factory.StartNew(() => LeanH2c.Run(server, $"/retrieval.v1.QueryTower/{method}", frames, rate, phaseSeconds,
-                        options.Channels, TimeSpan.FromSeconds(5)), TaskCreationOptions.LongRunning), rate * phaseSeconds);
+                        options.Channels, TimeSpan.FromSeconds(5), pacers[0]), TaskCreationOptions.LongRunning), rate * phaseSeconds);
                 await LeanPhase("Recommend", recommendFrames, Math.Min(options.Seconds, 3)); // unmeasured, as above
                 var ((leanHalf, leanHalfFromSend), leanHalfCost) = await LeanPhase("Recommend", recommendFrames, options.Seconds);
                 BenchEnvironment.Log($"lean generator: Recommend at half load ({rate:N0}/s), from schedule: {leanHalf}; {leanHalfCost.Describe()}");
