@@ -79,6 +79,8 @@ public static class Programs
             start.Environment[k] = v;
         }
         start.Environment["DOTNET_gcServer"] = "0"; // many small servers on a 2-core machine
+        // The runtime's diagnostic port, on by default: the memory test asks a service for a collection through it.
+        start.Environment["DOTNET_EnableDiagnostics"] = "1";
         return Process.Start(start) ?? throw new InvalidOperationException($"could not start {dll}");
     }
 }
