@@ -80,7 +80,7 @@ var hiccupMs = new Option<int>("--hiccup-ms")
 var pacerUs = new Option<string>("--pacer-us")
 {
     Description = "Least time between the open-loop pacer's wake-ups, in µs. Under 1000 (Linux): it sleeps until the next call is due, "
-        + "but no shorter. 1000: every millisecond, sending what came due since. With a list, each --rates phase runs once per value (see bench/README.md)",
+        + "but no shorter. 1000: every millisecond, sending what came due since. With a list, each --rates phase runs once per value; the first paces the rest, --lean-generator too (see bench/README.md)",
     DefaultValueFactory = _ => Pacer.DefaultIntervalMicroseconds.ToString(System.Globalization.CultureInfo.InvariantCulture),
     HelpName = "LIST",
 };
