@@ -108,8 +108,8 @@ public class CandidateTowerReloadTests(TrainedModelsFixture shared) : IClassFixt
     public async Task DamagedVersion_IsRefused_AndTheOldOneKeepsServing()
     {
         var models = shared.Models.NewModelsFolder(out var good);
-        int metricsPort = Programs.FreePort();
-        using var service = Start(models, graceSeconds: 60, "--Metrics:Url", $"http://127.0.0.1:{metricsPort}");
+        using var metrics = ServiceMetrics.OnFreePort();
+        using var service = Start(models, graceSeconds: 60, "--Metrics:Url", metrics.Url);
         await service.WaitForHealthAsync();
         var client = new CandidateTower.CandidateTowerClient(service.Channel);
 
@@ -126,12 +126,8 @@ public class CandidateTowerReloadTests(TrainedModelsFixture shared) : IClassFixt
         var health = await new Health.HealthClient(service.Channel).CheckAsync(new HealthCheckRequest());
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, health.Status);
         Assert.Contains("Refused model version " + damaged, service.Output);
-        using (var http = new HttpClient())
-        {
-            var scrape = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
-            Assert.Contains("retrieval_model_reload_failures_total{otel_scope_name=\"Retrieval.Models\"} 1", scrape);
-            Assert.Contains("retrieval_candidate_requests_total", scrape);
-        }
+        Assert.Equal(1, await metrics.ValueAsync("retrieval_model_reload_failures_total", "otel_scope_name=\"Retrieval.Models\""));
+        Assert.NotEmpty(await metrics.SamplesAsync("retrieval_candidate_requests_total"));
 
         // Publishing a good version afterwards works as usual.
         var next = repository.PublishCopy(shared.Models.VersionDirectory);

@@ -33,8 +33,8 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
     public async Task RecommendResetByItsCallerBeforeItArrivedWhole_IsDroppedAndCounted_WithoutAnErrorLogged()
     {
         var models = shared.Models.NewModelsFolder(out _);
-        int metricsPort = Programs.FreePort();
-        using var pair = new ServingPair(models, "--Metrics:Url", $"http://127.0.0.1:{metricsPort}");
+        using var metrics = ServiceMetrics.OnFreePort();
+        using var pair = new ServingPair(models, "--Metrics:Url", metrics.Url);
         await pair.WaitAsync();
         // A gRPC request over plain HTTP/2 that announces a 100-byte message, sends 10 bytes of it, and is then reset, as
         // a caller resets a call at its deadline.
@@ -54,13 +54,12 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
         await reset.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
 
-        string scrape = "";
-        for (var deadline = DateTime.UtcNow.AddSeconds(10); DateTime.UtcNow < deadline && !scrape.Contains("retrieval_query_abandoned_total{"); await Task.Delay(100))
+        IReadOnlyList<ServiceMetrics.Sample> counted = [];
+        for (var deadline = DateTime.UtcNow.AddSeconds(10); DateTime.UtcNow < deadline && counted.Count == 0; await Task.Delay(100))
         {
-            scrape = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+            counted = await metrics.SamplesAsync("retrieval_query_abandoned_total");
         }
-        var counted = scrape.Split('\n').Where(l => l.StartsWith("retrieval_query_abandoned_total{", StringComparison.Ordinal)).ToList();
-        Assert.True(counted.Count == 1 && counted[0].Contains("method=\"Recommend\"") && counted[0].EndsWith(" 1", StringComparison.Ordinal),
+        Assert.True(counted is [{ Value: 1 } only] && only.Labels.Contains("method=\"Recommend\""),
             "abandoned calls counted: " + string.Join("; ", counted) + "\n" + pair.Query.Output);
         // Nothing logged about it (grpc-dotnet logged the reset with a stack trace: an error when it came after the message
         // was read, two lines at information level when the message was still arriving).
@@ -236,9 +235,9 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
     {
         Skip.IfNot(PosixSignal.Supported, ServiceProcess.NoSignals);
         var models = shared.Models.NewModelsFolder(out _);
-        int metricsPort = Programs.FreePort();
+        using var metrics = ServiceMetrics.OnFreePort();
         using var pair = new ServingPair(models, "--Server:MaxCallsInFlight", "3", "--CandidateTower:AttemptTimeoutMs", "60000",
-            "--CandidateTower:MaxRetries", "0", "--Metrics:Url", $"http://127.0.0.1:{metricsPort}");
+            "--CandidateTower:MaxRetries", "0", "--Metrics:Url", metrics.Url);
         await pair.WaitAsync();
         using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(pair.Query.Address), MaxAttempts = 1, Deadline = TimeSpan.FromSeconds(90) });
         Assert.False((await client.RecommendAsync("1", 10)).Degraded); // the query tower's candidate stream is open
@@ -259,10 +258,8 @@ public class QueryTowerResilienceTests(TrainedModelsFixture shared) : IClassFixt
             var health = await new Grpc.Health.V1.Health.HealthClient(pair.Query.Channel).CheckAsync(new Grpc.Health.V1.HealthCheckRequest(),
                 deadline: DateTime.UtcNow.AddSeconds(10));
             Assert.Equal(Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving, health.Status);
-            using var http = new HttpClient();
-            var scrape = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
-            var counted = scrape.Split('\n').Where(l => l.StartsWith("retrieval_query_refused_total{", StringComparison.Ordinal)).ToList();
-            Assert.True(counted.Count == 1 && counted[0].Contains("method=\"Recommend\"") && counted[0].EndsWith(" 5", StringComparison.Ordinal),
+            var counted = await metrics.SamplesAsync("retrieval_query_refused_total");
+            Assert.True(counted is [{ Value: 5 } only] && only.Labels.Contains("method=\"Recommend\""),
                 "refused calls counted: " + string.Join("; ", counted));
 
             pair.Candidate.Resume();

@@ -98,11 +98,12 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
     [InlineData(false, "BatchTopK", "BatchTopKStream")]
     public async Task Recommend_UnderConcurrentLoad_BatchesCandidateCalls_AndEachAnswerEqualsItsOfflineTopK(bool batchStream, string used, string unused)
     {
-        int metricsPort = Programs.FreePort(), candidateMetricsPort = Programs.FreePort();
-        using var services = new ServingPair(fixture.Models.Models, ["--Metrics:Url", $"http://127.0.0.1:{candidateMetricsPort}"],
+        using var metrics = ServiceMetrics.OnFreePort();
+        using var candidateMetrics = ServiceMetrics.OnFreePort();
+        using var services = new ServingPair(fixture.Models.Models, ["--Metrics:Url", candidateMetrics.Url],
         [
             "--CandidateTower:MaxConcurrentCalls", "1", "--CandidateTower:BatchStream", batchStream ? "true" : "false",
-            "--Metrics:Url", $"http://127.0.0.1:{metricsPort}",
+            "--Metrics:Url", metrics.Url,
         ]);
         await services.WaitAsync();
         using var client = RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri(services.Query.Address), Deadline = TimeSpan.FromSeconds(20) });
@@ -122,20 +123,17 @@ public class QueryTowerTests(QueryTowerFixture fixture) : IClassFixture<QueryTow
             Assert.Equal(Offline(user, at, k, exclude), answers[i].Movies.Select(m => m.MovieId));
             Assert.Equal(Enumerable.Range(1, k), answers[i].Movies.Select(m => m.Rank));
         }
-        using var http = new HttpClient();
-        var scrape = (await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics")).Split('\n');
-        double Value(string name) => double.Parse(scrape.Single(l => l.StartsWith(name, StringComparison.Ordinal)).Split(' ')[^1],
-            System.Globalization.CultureInfo.InvariantCulture);
-        double queries = Value("retrieval_query_candidate_batch_size_sum"), calls = Value("retrieval_query_candidate_batch_size_count");
+        double queries = await metrics.ValueAsync("retrieval_query_candidate_batch_size_sum");
+        double calls = await metrics.ValueAsync("retrieval_query_candidate_batch_size_count");
         Assert.True(queries >= cases.Count, $"{queries} queries counted");
         Assert.True(calls < queries, $"{calls} calls for {queries} queries: nothing was batched");
         // The runtime's metrics are served beside the service's: collections and their pauses.
-        Assert.Contains(scrape, l => l.StartsWith("dotnet_gc_pause_time_seconds_total", StringComparison.Ordinal));
-        Assert.Contains(scrape, l => l.StartsWith("dotnet_gc_collections_total", StringComparison.Ordinal));
+        Assert.NotEmpty(await metrics.SamplesAsync("dotnet_gc_pause_time_seconds_total"));
+        Assert.NotEmpty(await metrics.SamplesAsync("dotnet_gc_collections_total"));
         // The batches went as asked: messages on BatchTopKStream calls, or BatchTopK calls.
-        var candidateScrape = await http.GetStringAsync($"http://127.0.0.1:{candidateMetricsPort}/metrics");
-        Assert.Contains($"retrieval_candidate_requests_total{{otel_scope_name=\"Retrieval.CandidateTower\",method=\"{used}\",status=\"OK\"}}", candidateScrape);
-        Assert.DoesNotContain($"method=\"{unused}\"", candidateScrape);
+        var requests = await candidateMetrics.SamplesAsync("retrieval_candidate_requests_total");
+        Assert.Contains(requests, r => r.Labels == $"otel_scope_name=\"Retrieval.CandidateTower\",method=\"{used}\",status=\"OK\"" && r.Value > 0);
+        Assert.DoesNotContain(requests, r => r.Labels.Contains($"method=\"{unused}\"", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -27,8 +27,14 @@ public sealed class ServiceMetrics : IDisposable
 
     public string Url { get; }
 
-    /// <summary>The sum of a metric's samples over the series whose labels contain <paramref name="label"/>.</summary>
-    public async Task<double> ValueAsync(string metric, string label = "") => Sum(await _http.GetStringAsync(_scrapeUrl), metric, label);
+    /// <summary>The whole scrape, in Prometheus text format.</summary>
+    public Task<string> ScrapeAsync() => _http.GetStringAsync(_scrapeUrl);
+
+    /// <summary>The series of <paramref name="metric"/> (its Prometheus name) in the scrape now, each as its labels and value.</summary>
+    public async Task<IReadOnlyList<Sample>> SamplesAsync(string metric) => Samples(await ScrapeAsync(), metric);
+
+    /// <summary>The sum of a metric's samples over the series whose labels contain <paramref name="label"/>; there must be one.</summary>
+    public async Task<double> ValueAsync(string metric, string label = "") => Sum(await ScrapeAsync(), metric, label);
 
     /// <summary>
     /// The live managed heap of the service (process <paramref name="processId"/>): it is asked for a full, blocking
@@ -45,7 +51,7 @@ public sealed class ServiceMetrics : IDisposable
         var clock = Stopwatch.StartNew();
         while (true)
         {
-            var scrape = await _http.GetStringAsync(_scrapeUrl);
+            var scrape = await ScrapeAsync();
             if (Sum(scrape, "dotnet_gc_collections_total", "gc_heap_generation=\"gen2\"") > before)
             {
                 await session.StopAsync(CancellationToken.None);
@@ -60,20 +66,29 @@ public sealed class ServiceMetrics : IDisposable
         }
     }
 
-    private double Sum(string scrape, string metric, string label)
+    /// <summary>One series of a metric: its labels as written between the braces, and its value.</summary>
+    public sealed record Sample(string Labels, double Value);
+
+    private static List<Sample> Samples(string scrape, string metric)
     {
-        double sum = 0;
-        bool found = false;
+        var samples = new List<Sample>();
         foreach (var line in scrape.Split('\n'))
         {
-            if (line.StartsWith(metric + "{", StringComparison.Ordinal) && line.Contains(label, StringComparison.Ordinal))
+            if (line.StartsWith(metric + "{", StringComparison.Ordinal))
             {
-                var sample = line[(line.LastIndexOf('}') + 1)..].Trim().Split(' ')[0]; // "value [timestamp]"
-                sum += double.Parse(sample, CultureInfo.InvariantCulture);
-                found = true;
+                int close = line.LastIndexOf('}');
+                var value = line[(close + 1)..].Trim().Split(' ')[0]; // "value [timestamp]"
+                samples.Add(new Sample(line[(metric.Length + 1)..close], double.Parse(value, CultureInfo.InvariantCulture)));
             }
         }
-        return found ? sum : throw new InvalidOperationException($"the metrics at {Url} have no {metric}{{{label}}}:\n{scrape}");
+        return samples;
+    }
+
+    private double Sum(string scrape, string metric, string label)
+    {
+        var matching = Samples(scrape, metric).Where(s => s.Labels.Contains(label, StringComparison.Ordinal)).ToList();
+        return matching.Count > 0 ? matching.Sum(s => s.Value)
+            : throw new InvalidOperationException($"the metrics at {Url} have no {metric}{{{label}}}:\n{scrape}");
     }
 
     public void Dispose() => _http.Dispose();
