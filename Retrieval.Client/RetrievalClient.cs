@@ -1,11 +1,13 @@
 using System;
 using System.Collections.Generic;
+using System.Net.Http;
 using System.Threading;
 using System.Threading.Tasks;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Grpc.Net.Client.Configuration;
+using Retrieval.Tls;
 using Retrieval.V1;
 
 namespace Retrieval.Client;
@@ -36,10 +38,41 @@ public sealed class RetrievalClient : IDisposable
     }
 
     /// <summary>A client with its own channel; dispose it to close the channel.</summary>
+    /// <exception cref="ArgumentException">A setting is wrong, or <see cref="RetrievalClientOptions.TrustedCaPath"/> cannot be read.</exception>
     public static RetrievalClient Create(RetrievalClientOptions options)
     {
         options.Validate();
-        return new RetrievalClient(GrpcChannel.ForAddress(options.Address, ChannelOptions(options)), options);
+        var channelOptions = ChannelOptions(options);
+        if (!string.IsNullOrEmpty(options.TrustedCaPath))
+        {
+            var trusted = TrustedAuthorities.Load(options.TrustedCaPath!);
+#if NET5_0_OR_GREATER
+            var handler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true };
+#else
+            var handler = new HttpClientHandler();
+#endif
+            TrustOnly(handler, trusted);
+            channelOptions.HttpHandler = handler; // the channel disposes it
+        }
+        return new RetrievalClient(GrpcChannel.ForAddress(options.Address, channelOptions), options);
+    }
+
+    /// <summary>Makes <paramref name="handler"/> accept only server certificates that <paramref name="trusted"/> issued.</summary>
+    internal static void TrustOnly(HttpMessageHandler handler, TrustedAuthorities trusted)
+    {
+        switch (handler)
+        {
+#if NET5_0_OR_GREATER
+            case SocketsHttpHandler sockets:
+                sockets.SslOptions.RemoteCertificateValidationCallback = (_, certificate, chain, errors) => trusted.Validate(certificate, chain, errors);
+                break;
+#endif
+            case HttpClientHandler client:
+                client.ServerCertificateCustomValidationCallback = (_, certificate, chain, errors) => trusted.Validate(certificate, chain, errors);
+                break;
+            default:
+                throw new NotSupportedException($"TrustedCaPath cannot be applied to a {handler.GetType().Name}: give the client a SocketsHttpHandler or an HttpClientHandler");
+        }
     }
 
     /// <summary>A client with its own channel to <paramref name="address"/> and default settings.</summary>

@@ -5,8 +5,18 @@ namespace Retrieval.Client;
 /// <summary>How a <see cref="RetrievalClient"/> reaches the query tower service.</summary>
 public sealed class RetrievalClientOptions
 {
-    /// <summary>The query tower service, for example <c>http://127.0.0.1:5100</c> (cleartext HTTP/2).</summary>
+    /// <summary>
+    /// The query tower service, for example <c>http://127.0.0.1:5100</c> (cleartext HTTP/2) or
+    /// <c>https://query-tower:5100</c> (TLS; the certificate must be trusted by the system or by <see cref="TrustedCaPath"/>).
+    /// </summary>
     public Uri Address { get; set; } = new Uri("http://127.0.0.1:5100");
+
+    /// <summary>
+    /// For an <c>https</c> address: a PEM file of the certificate authorities that issued the service's certificate (a
+    /// private authority, or the certificate itself when it is self-signed). Only these are trusted, not the system's;
+    /// the certificate must still name the address's host. Empty: the system's trusted authorities.
+    /// </summary>
+    public string? TrustedCaPath { get; set; }
 
     /// <summary>Deadline of each call unless the caller gives one. The service answers within it, degraded if need be.</summary>
     public TimeSpan Deadline { get; set; } = TimeSpan.FromSeconds(2);
@@ -34,6 +44,10 @@ public sealed class RetrievalClientOptions
         if (MaxAttempts < 1 || MaxAttempts > 5)
         {
             throw new ArgumentException($"MaxAttempts must be between 1 and 5 (gRPC's limit), got {MaxAttempts}");
+        }
+        if (!string.IsNullOrEmpty(TrustedCaPath) && Address.Scheme != Uri.UriSchemeHttps)
+        {
+            throw new ArgumentException($"TrustedCaPath is for an https address, and Address is {Address}");
         }
     }
 }

@@ -2,6 +2,7 @@ using System;
 using Grpc.Net.ClientFactory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using Retrieval.Tls;
 using Retrieval.V1;
 
 namespace Retrieval.Client;
@@ -14,6 +15,7 @@ public static class ServiceCollectionExtensions
     /// pooled connections), with the retry policy and default deadline of <see cref="RetrievalClientOptions"/>.
     /// </summary>
     /// <example><code>services.AddRetrievalClient(o => o.Address = new Uri("http://query-tower:5100"));</code></example>
+    /// <remarks>With <see cref="RetrievalClientOptions.TrustedCaPath"/>, the factory's primary handler trusts only those authorities.</remarks>
     public static IHttpClientBuilder AddRetrievalClient(this IServiceCollection services, Action<RetrievalClientOptions> configure)
     {
         services.AddOptions<RetrievalClientOptions>().Configure(configure).Validate(o =>
@@ -25,6 +27,14 @@ public static class ServiceCollectionExtensions
             sp.GetRequiredService<QueryTower.QueryTowerClient>(), sp.GetRequiredService<IOptions<RetrievalClientOptions>>().Value));
         return services
             .AddGrpcClient<QueryTower.QueryTowerClient>((sp, o) => o.Address = sp.GetRequiredService<IOptions<RetrievalClientOptions>>().Value.Address)
-            .ConfigureChannel((sp, channel) => channel.ServiceConfig = RetrievalClient.ServiceConfig(sp.GetRequiredService<IOptions<RetrievalClientOptions>>().Value));
+            .ConfigureChannel((sp, channel) => channel.ServiceConfig = RetrievalClient.ServiceConfig(sp.GetRequiredService<IOptions<RetrievalClientOptions>>().Value))
+            .ConfigurePrimaryHttpMessageHandler((handler, sp) =>
+            {
+                var options = sp.GetRequiredService<IOptions<RetrievalClientOptions>>().Value;
+                if (!string.IsNullOrEmpty(options.TrustedCaPath))
+                {
+                    RetrievalClient.TrustOnly(handler, TrustedAuthorities.Load(options.TrustedCaPath!));
+                }
+            });
     }
 }

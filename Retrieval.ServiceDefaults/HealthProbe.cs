@@ -5,8 +5,9 @@ using Grpc.Net.Client;
 namespace Retrieval.ServiceDefaults;
 
 /// <summary>
-/// `SERVICE healthcheck [ADDRESS]`: asks a running service's grpc.health.v1 whether it is SERVING and exits 0 or 1.
-/// Container health checks use it, since the runtime images carry no other gRPC probe.
+/// `SERVICE healthcheck [ADDRESS [CA_FILE]]`: asks a running service's grpc.health.v1 whether it is SERVING and exits 0
+/// or 1. Container health checks use it, since the runtime images carry no other gRPC probe. For an https address whose
+/// certificate a private authority issued, CA_FILE is that authority's PEM file (or the self-signed certificate).
 /// </summary>
 public static class HealthProbe
 {
@@ -17,7 +18,14 @@ public static class HealthProbe
         var address = args.Length > 1 ? args[1] : defaultAddress;
         try
         {
-            using var channel = GrpcChannel.ForAddress(address);
+            var options = new GrpcChannelOptions();
+            if (args.Length > 2)
+            {
+                var handler = new SocketsHttpHandler();
+                TlsTrust.TrustOnly(handler, args[2]);
+                options.HttpHandler = handler;
+            }
+            using var channel = GrpcChannel.ForAddress(address, options);
             var reply = await new Health.HealthClient(channel).CheckAsync(new HealthCheckRequest(), deadline: DateTime.UtcNow.AddSeconds(3));
             Console.WriteLine($"{address}: {reply.Status}");
             return reply.Status == HealthCheckResponse.Types.ServingStatus.Serving ? 0 : 1;
@@ -26,6 +34,11 @@ public static class HealthProbe
         {
             Console.WriteLine($"{address}: {e.Status.StatusCode} ({e.Status.Detail})");
             return 1;
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"healthcheck: {e.Message}");
+            return 2;
         }
     }
 }

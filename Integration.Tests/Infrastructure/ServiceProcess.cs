@@ -20,14 +20,16 @@ public sealed class ServiceProcess : IDisposable
     private Process _process;
 
     /// <param name="parentId">The process whose end stops the service (Lifetime:ParentProcessId); default this test host.</param>
-    public ServiceProcess(string dll, IEnumerable<string> args, int? port = null, int? parentId = null)
+    /// <param name="tls">Serve https with this server certificate (and reach it through a channel that trusts its authority).</param>
+    public ServiceProcess(string dll, IEnumerable<string> args, int? port = null, int? parentId = null, TestCertificates? tls = null)
     {
         _dll = dll;
         Port = port ?? Programs.FreePort();
-        Address = $"http://127.0.0.1:{Port}";
-        _args = ["--urls", Address, "--Metrics:Url", "", "--Lifetime:ParentProcessId", (parentId ?? Environment.ProcessId).ToString(CultureInfo.InvariantCulture), .. args];
+        Address = $"{(tls is null ? "http" : "https")}://127.0.0.1:{Port}";
+        _args = ["--urls", Address, "--Metrics:Url", "", "--Lifetime:ParentProcessId", (parentId ?? Environment.ProcessId).ToString(CultureInfo.InvariantCulture),
+            .. tls?.KestrelArgs ?? [], .. args];
         _process = Launch();
-        Channel = GrpcChannel.ForAddress(Address);
+        Channel = GrpcChannel.ForAddress(Address, new GrpcChannelOptions { HttpHandler = tls?.TrustingHandler() });
     }
 
     public int Port { get; }

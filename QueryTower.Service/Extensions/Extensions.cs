@@ -38,13 +38,21 @@ public static class Extensions
                 channel.InitialReconnectBackoff = TimeSpan.FromMilliseconds(100);
                 channel.MaxReconnectBackoff = TimeSpan.FromSeconds(1);
             })
-            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            .ConfigurePrimaryHttpMessageHandler(sp =>
             {
-                EnableMultipleHttp2Connections = true,
-                PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
-                KeepAlivePingDelay = TimeSpan.FromSeconds(30),
-                KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
-                ConnectTimeout = TimeSpan.FromSeconds(2),
+                var handler = new SocketsHttpHandler
+                {
+                    EnableMultipleHttp2Connections = true,
+                    PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+                    KeepAlivePingDelay = TimeSpan.FromSeconds(30),
+                    KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
+                    ConnectTimeout = TimeSpan.FromSeconds(2),
+                };
+                if (sp.GetRequiredService<IOptions<CandidateTowerOptions>>().Value.TrustedCaPath is { Length: > 0 } trusted)
+                {
+                    TlsTrust.TrustOnly(handler, trusted);
+                }
+                return handler;
             });
         return builder;
     }

@@ -605,7 +605,7 @@ public sealed class CandidateSearch : IDisposable
             RpcException r => $"candidate tower {r.StatusCode}",
             _ => "candidate tower call cancelled",
         };
-        _log.LogDebug("Candidate search failed: {Reason}", reason);
+        _log.LogDebug("Candidate search failed: {Reason} ({Detail})", reason, (e as RpcException)?.Status.Detail ?? e.Message);
         return new SearchOutcome([], version, SearchFailure.Unavailable, reason);
     }
 
@@ -670,7 +670,9 @@ public sealed class CandidateSearch : IDisposable
         }
         catch (RpcException e)
         {
-            _log.LogInformation("Candidate tower not reachable yet ({Status}); Recommend answers degraded until it is", e.StatusCode);
+            // The detail says why, such as a certificate that CandidateTower:TrustedCaPath does not trust.
+            _log.LogInformation("Candidate tower not reachable yet ({Status}: {Detail}); Recommend answers degraded until it is",
+                e.StatusCode, e.Status.Detail);
         }
     }
 }

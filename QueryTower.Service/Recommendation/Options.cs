@@ -1,16 +1,23 @@
 using System.ComponentModel.DataAnnotations;
+using Retrieval.ServiceDefaults;
 
 namespace Retrieval.QueryTower.Recommendation;
 
 /// <summary>How the query service calls the candidate tower (section "CandidateTower").</summary>
-public sealed class CandidateTowerOptions
+public sealed class CandidateTowerOptions : IValidatableObject
 {
     public const string Section = "CandidateTower";
 
-    /// <summary>The candidate tower service, e.g. http://127.0.0.1:5101.</summary>
+    /// <summary>The candidate tower service, e.g. http://127.0.0.1:5101, or https://candidate-tower:5101 for TLS.</summary>
     [Required(AllowEmptyStrings = false)]
     [Url]
     public string Address { get; set; } = "http://127.0.0.1:5101";
+
+    /// <summary>
+    /// For an https Address: a PEM file of the authorities that issued the candidate tower's certificate (or the
+    /// certificate itself when self-signed); only they are trusted. Empty: the system's trusted authorities.
+    /// </summary>
+    public string? TrustedCaPath { get; set; }
 
     /// <summary>Timeout of one attempt of a candidate call (Polly), within the caller's deadline.</summary>
     [Range(1, 60_000)]
@@ -74,6 +81,23 @@ public sealed class CandidateTowerOptions
     /// always makes calls.
     /// </summary>
     public bool BatchStream { get; set; } = true;
+
+    /// <summary>The checks that span settings or read a file: TrustedCaPath goes with an https Address and must hold a certificate.</summary>
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        if (string.IsNullOrEmpty(TrustedCaPath))
+        {
+            yield break;
+        }
+        if (!Address.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
+        {
+            yield return new ValidationResult($"TrustedCaPath is for an https Address, and Address is {Address}", [nameof(TrustedCaPath)]);
+        }
+        else if (TlsTrust.Problem(TrustedCaPath) is { } problem)
+        {
+            yield return new ValidationResult(problem, [nameof(TrustedCaPath)]);
+        }
+    }
 }
 
 /// <summary>Limits of Recommend and Embed requests (section "Recommend").</summary>

@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using Grpc.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Retrieval.Client;
+using Retrieval.Integration.Tests.Infrastructure;
+
+namespace Retrieval.Integration.Tests;
+
+/// <summary>
+/// Both services on TLS with certificates from a private authority: the caller's hop and the query service's hop to the
+/// candidate tower each trust that authority alone (TrustedCaPath), and a certificate from anyone else is refused.
+/// </summary>
+public class TlsTests(TrainedModelsFixture shared) : IClassFixture<TrainedModelsFixture>
+{
+    [Fact]
+    public async Task BothServicesOnTls_AnswerCallersThatTrustTheirAuthority_AndNoOneElse()
+    {
+        var (trusted, other) = Authorities();
+        using var candidate = Candidate(trusted);
+        using var query = Query(candidate, trusted, trusted.AuthorityPath);
+        await candidate.WaitForHealthAsync();
+        await query.WaitForHealthAsync();
+        Assert.StartsWith("https://", query.Address);
+
+        using (var client = RetrievalClient.Create(Options(query, trusted.AuthorityPath)))
+        {
+            var answer = await client.RecommendAsync("1", 10);
+            Assert.False(answer.Degraded, answer.DegradedReason); // the query service reached the candidate tower over TLS
+            Assert.Equal(10, answer.Movies.Count);
+        }
+        // The same through dependency injection: the client factory's handler is given the authorities.
+        await using (var provider = new ServiceCollection()
+            .AddRetrievalClient(o => (o.Address, o.TrustedCaPath, o.Deadline) = (new Uri(query.Address), trusted.AuthorityPath, TimeSpan.FromSeconds(20)))
+            .Services.BuildServiceProvider())
+        {
+            Assert.False((await provider.GetRequiredService<RetrievalClient>().RecommendAsync("1", 10)).Degraded);
+        }
+
+        // Callers that trust the system's authorities or another private one are refused at the handshake.
+        foreach (var caPath in new[] { null, other.AuthorityPath })
+        {
+            var options = Options(query, caPath);
+            options.MaxAttempts = 1;
+            using var client = RetrievalClient.Create(options);
+            var refused = await Assert.ThrowsAsync<RpcException>(() => client.RecommendAsync("1", 10));
+            // gRPC's status for a failed handshake is INTERNAL (not retried, unlike UNAVAILABLE), with the TLS error.
+            Assert.Equal(StatusCode.Internal, refused.StatusCode);
+            Assert.Contains("The SSL connection could not be established", refused.Status.Detail);
+        }
+
+        // The container probe: SERVING given the authority, refused without it.
+        Assert.Equal(0, Programs.Run(Programs.QueryTower, ["healthcheck", query.Address, trusted.AuthorityPath]).ExitCode);
+        Assert.Equal(1, Programs.Run(Programs.QueryTower, ["healthcheck", query.Address]).ExitCode);
+    }
+
+    [Fact]
+    public async Task AQueryServiceThatDoesNotTrustTheCandidateTowersAuthority_AnswersDegraded_AndNeverSearches()
+    {
+        var (trusted, other) = Authorities();
+        using var candidate = Candidate(trusted);
+        using var query = Query(candidate, trusted, other.AuthorityPath);
+        await candidate.WaitForHealthAsync();
+        await query.WaitForHealthAsync();
+        var options = Options(query, trusted.AuthorityPath);
+        options.Deadline = TimeSpan.FromSeconds(5);
+        using var client = RetrievalClient.Create(options);
+        var clock = Stopwatch.StartNew();
+        var answer = await client.RecommendAsync("1", 10);
+        Assert.True(answer.Degraded, "answered from the candidate tower although its certificate was not trusted");
+        Assert.Equal(10, answer.Movies.Count); // the popularity fallback
+        // The log says why, from the warm-up call the service makes when it loads a version.
+        const string Why = "Candidate tower not reachable yet (Internal: Error starting gRPC call. HttpRequestException: The SSL connection could not be established";
+        for (var wait = Stopwatch.StartNew(); !query.Output.Contains(Why) && wait.Elapsed < TimeSpan.FromSeconds(20);)
+        {
+            await Task.Delay(100);
+        }
+        Assert.Contains(Why, query.Output);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"the fallback took {clock.ElapsedMilliseconds} ms");
+    }
+
+    [Theory]
+    [InlineData("http://127.0.0.1:5101", "trusted", "TrustedCaPath is for an https Address")]
+    [InlineData("https://127.0.0.1:5101", "missing", "cannot read the certificate authorities file")]
+    [InlineData("https://127.0.0.1:5101", "key", "holds no PEM certificate")]
+    public void ABadTrustedCaPath_StopsTheQueryServiceAtStart_NamingTheSetting(string address, string file, string problem)
+    {
+        var (trusted, _) = Authorities();
+        var path = file switch { "trusted" => trusted.AuthorityPath, "key" => trusted.KeyPath, _ => trusted.AuthorityPath + ".missing" };
+        var result = Programs.Run(Programs.QueryTower,
+            ["--urls", $"http://127.0.0.1:{Programs.FreePort()}", "--Metrics:Url", "", "--CandidateTower:Address", address,
+                "--CandidateTower:TrustedCaPath", path],
+            TimeSpan.FromMinutes(1));
+        Assert.Equal(2, result.ExitCode);
+        var line = Assert.Single(result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("configuration error in section CandidateTower: ", line);
+        Assert.Contains("'TrustedCaPath'", line);
+        Assert.Contains(problem, line);
+    }
+
+    [Fact]
+    public void TheClientLibrary_RefusesTrustedCaPathForACleartextAddress_AndAFileWithoutCertificates()
+    {
+        var (trusted, _) = Authorities();
+        var cleartext = Assert.Throws<ArgumentException>(() =>
+            RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri("http://127.0.0.1:5100"), TrustedCaPath = trusted.AuthorityPath }));
+        Assert.Contains("TrustedCaPath is for an https address", cleartext.Message);
+        var noCertificate = Assert.Throws<ArgumentException>(() =>
+            RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri("https://127.0.0.1:5100"), TrustedCaPath = trusted.KeyPath }));
+        Assert.Contains("holds no PEM certificate", noCertificate.Message);
+    }
+
+    private (TestCertificates Trusted, TestCertificates Other) Authorities()
+    {
+        var folder = Path.Combine(shared.Models.Root, "tls-" + Guid.NewGuid().ToString("N")[..8]);
+        return (new TestCertificates(folder, "trusted"), new TestCertificates(folder, "other"));
+    }
+
+    private ServiceProcess Candidate(TestCertificates tls) =>
+        new(Programs.CandidateTower, ["--Model:Directory", shared.Models.Models], tls: tls);
+
+    private ServiceProcess Query(ServiceProcess candidate, TestCertificates tls, string candidateAuthority) =>
+        new(Programs.QueryTower,
+        [
+            "--Model:Directory", shared.Models.Models, "--CandidateTower:Address", candidate.Address,
+            "--CandidateTower:TrustedCaPath", candidateAuthority, "--CandidateTower:AttemptTimeoutMs", "2000",
+            "--Recommend:DefaultDeadlineMs", "20000",
+        ], tls: tls);
+
+    private static RetrievalClientOptions Options(ServiceProcess query, string? caPath) =>
+        new() { Address = new Uri(query.Address), TrustedCaPath = caPath, Deadline = TimeSpan.FromSeconds(20) };
+}

@@ -1,0 +1,113 @@
+using System;
+using System.IO;
+using System.Linq;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
+
+namespace Retrieval.Tls;
+
+/// <summary>
+/// Certificate authorities read from a PEM file (one or more <c>BEGIN CERTIFICATE</c> blocks), and the check that a
+/// server's certificate chains up to one of them and names the host, for TLS to services whose certificates a private
+/// authority issued. Only these authorities are trusted, not the system's; revocation is not checked (private
+/// authorities seldom publish lists, and a service must not stop answering because one cannot be fetched).
+/// This file is compiled into the client library and into the services.
+/// </summary>
+internal sealed class TrustedAuthorities
+{
+    private readonly X509Certificate2Collection _authorities;
+
+    private TrustedAuthorities(string path, X509Certificate2Collection authorities)
+    {
+        Path = path;
+        _authorities = authorities;
+    }
+
+    /// <summary>The PEM file they were read from.</summary>
+    public string Path { get; }
+
+    /// <summary>Reads the authorities from <paramref name="path"/>; the message of the exception says what is wrong with it.</summary>
+    /// <exception cref="ArgumentException">The file is missing, unreadable, or holds no certificate.</exception>
+    public static TrustedAuthorities Load(string path)
+    {
+        string pem;
+        try
+        {
+            pem = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new ArgumentException($"cannot read the certificate authorities file '{path}': {e.Message}", e);
+        }
+        const string Begin = "-----BEGIN CERTIFICATE-----", End = "-----END CERTIFICATE-----";
+        var authorities = new X509Certificate2Collection();
+        for (int start = pem.IndexOf(Begin, StringComparison.Ordinal); start >= 0; start = pem.IndexOf(Begin, start, StringComparison.Ordinal))
+        {
+            int end = pem.IndexOf(End, start, StringComparison.Ordinal);
+            if (end < 0)
+            {
+                throw new ArgumentException($"the certificate authorities file '{path}' has a certificate without its END line");
+            }
+            var base64 = pem.Substring(start + Begin.Length, end - start - Begin.Length);
+            try
+            {
+                authorities.Add(Certificate(Convert.FromBase64String(base64)));
+            }
+            catch (Exception e) when (e is FormatException or System.Security.Cryptography.CryptographicException)
+            {
+                throw new ArgumentException($"the certificate authorities file '{path}' holds a damaged certificate: {e.Message}", e);
+            }
+            start = end + End.Length;
+        }
+        if (authorities.Count == 0)
+        {
+            throw new ArgumentException($"the certificate authorities file '{path}' holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+        }
+        return new TrustedAuthorities(path, authorities);
+    }
+
+    /// <summary>
+    /// A TLS client's server certificate check (<c>RemoteCertificateValidationCallback</c>): true when the certificate
+    /// names the host and chains, through any intermediates the server sent, to one of these authorities.
+    /// </summary>
+    public bool Validate(X509Certificate? certificate, X509Chain? sent, SslPolicyErrors errors)
+    {
+        // A name that does not match, or no certificate at all, fails whoever issued it.
+        if (certificate is null || (errors & ~SslPolicyErrors.RemoteCertificateChainErrors) != SslPolicyErrors.None)
+        {
+            return false;
+        }
+        using var chain = new X509Chain();
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        foreach (var element in sent?.ChainElements.Cast<X509ChainElement>().Skip(1) ?? [])
+        {
+            chain.ChainPolicy.ExtraStore.Add(element.Certificate);
+        }
+        var leaf = certificate as X509Certificate2 ?? new X509Certificate2(certificate);
+#if NET5_0_OR_GREATER
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.CustomTrustStore.AddRange(_authorities);
+        return chain.Build(leaf);
+#else
+        // No custom root store before .NET 5: build with these authorities as extra certificates, accept an unknown
+        // root only, and require that root to be one of them.
+        chain.ChainPolicy.ExtraStore.AddRange(_authorities);
+        chain.ChainPolicy.VerificationFlags = X509VerificationFlags.AllowUnknownCertificateAuthority;
+        if (!chain.Build(leaf) || chain.ChainStatus.Any(s => s.Status is not (X509ChainStatusFlags.NoError or X509ChainStatusFlags.UntrustedRoot)))
+        {
+            return false;
+        }
+        var root = chain.ChainElements[chain.ChainElements.Count - 1].Certificate;
+        return _authorities.Cast<X509Certificate2>().Any(a => a.Thumbprint == root.Thumbprint);
+#endif
+    }
+
+    private static X509Certificate2 Certificate(byte[] der)
+    {
+#if NET9_0_OR_GREATER
+        return X509CertificateLoader.LoadCertificate(der);
+#else
+        return new X509Certificate2(der);
+#endif
+    }
+}
