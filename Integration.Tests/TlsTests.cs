@@ -8,7 +8,8 @@ namespace Retrieval.Integration.Tests;
 
 /// <summary>
 /// Both services on TLS with certificates from a private authority: the caller's hop and the query service's hop to the
-/// candidate tower each trust that authority alone (TrustedCaPath), and a certificate from anyone else is refused.
+/// candidate tower each trust that authority alone (TrustedCaPath), and a certificate from anyone else is refused; with
+/// Tls:ClientCaPath the services also ask their callers for certificates from it (mutual TLS).
 /// </summary>
 public class TlsTests(TrainedModelsFixture shared) : IClassFixture<TrainedModelsFixture>
 {
@@ -78,22 +79,79 @@ public class TlsTests(TrainedModelsFixture shared) : IClassFixture<TrainedModels
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"the fallback took {clock.ElapsedMilliseconds} ms");
     }
 
+    [Fact]
+    public async Task MutualTls_LetsInOnlyCallersWithACertificateFromTheClientAuthority()
+    {
+        var (trusted, other) = Authorities();
+        string[] askForCertificates = ["--Tls:ClientCaPath", trusted.AuthorityPath];
+        using var candidate = Candidate(trusted, askForCertificates);
+        using var query = Query(candidate, trusted, trusted.AuthorityPath,
+            [.. askForCertificates, "--CandidateTower:ClientCertificatePath", trusted.ClientCertificatePath, "--CandidateTower:ClientKeyPath", trusted.ClientKeyPath]);
+        using var queryWithoutCertificate = Query(candidate, trusted, trusted.AuthorityPath);
+        await candidate.WaitForHealthAsync();
+        await query.WaitForHealthAsync();
+        await queryWithoutCertificate.WaitForHealthAsync();
+
+        var options = Options(query, trusted.AuthorityPath);
+        options.ClientCertificate = trusted.ClientCertificate();
+        using (var client = RetrievalClient.Create(options))
+        {
+            var answer = await client.RecommendAsync("1", 10);
+            Assert.False(answer.Degraded, answer.DegradedReason); // both hops authenticated both ways
+        }
+        await using (var provider = new ServiceCollection()
+            .AddRetrievalClient(o => (o.Address, o.TrustedCaPath, o.ClientCertificate, o.Deadline) =
+                (new Uri(query.Address), trusted.AuthorityPath, trusted.ClientCertificate(), TimeSpan.FromSeconds(20)))
+            .Services.BuildServiceProvider())
+        {
+            Assert.False((await provider.GetRequiredService<RetrievalClient>().RecommendAsync("1", 10)).Degraded);
+        }
+
+        // Callers without a certificate, or with one from another authority, are refused.
+        foreach (var certificate in new[] { null, other.ClientCertificate() })
+        {
+            var refusedOptions = Options(query, trusted.AuthorityPath);
+            (refusedOptions.ClientCertificate, refusedOptions.MaxAttempts) = (certificate, 1);
+            using var client = RetrievalClient.Create(refusedOptions);
+            var refused = await Assert.ThrowsAsync<RpcException>(() => client.RecommendAsync("1", 10));
+            Assert.True(refused.StatusCode is StatusCode.Internal or StatusCode.Unavailable, refused.Status.ToString());
+        }
+        // So is a query service that presents no certificate to the candidate tower: it answers from the fallback.
+        using (var client = RetrievalClient.Create(Options(queryWithoutCertificate, trusted.AuthorityPath)))
+        {
+            Assert.True((await client.RecommendAsync("1", 10)).Degraded, "the candidate tower answered a caller without a certificate");
+        }
+
+        // The container probe needs the certificate too.
+        Assert.Equal(0, Programs.Run(Programs.QueryTower, ["healthcheck", query.Address, trusted.AuthorityPath, trusted.ClientCertificatePath, trusted.ClientKeyPath]).ExitCode);
+        Assert.Equal(1, Programs.Run(Programs.QueryTower, ["healthcheck", query.Address, trusted.AuthorityPath]).ExitCode);
+    }
+
     [Theory]
-    [InlineData("http://127.0.0.1:5101", "trusted", "TrustedCaPath is for an https Address")]
-    [InlineData("https://127.0.0.1:5101", "missing", "cannot read the certificate authorities file")]
-    [InlineData("https://127.0.0.1:5101", "key", "holds no PEM certificate")]
-    public void ABadTrustedCaPath_StopsTheQueryServiceAtStart_NamingTheSetting(string address, string file, string problem)
+    [InlineData("query", "CandidateTower", "'TrustedCaPath'", "TrustedCaPath is for an https Address", "--CandidateTower:TrustedCaPath", "{ca}")]
+    [InlineData("query", "CandidateTower", "'TrustedCaPath'", "cannot read the certificate authorities file",
+        "--CandidateTower:Address", "https://127.0.0.1:5101", "--CandidateTower:TrustedCaPath", "{ca}.missing")]
+    [InlineData("query", "CandidateTower", "'TrustedCaPath'", "holds no PEM certificate",
+        "--CandidateTower:Address", "https://127.0.0.1:5101", "--CandidateTower:TrustedCaPath", "{key}")]
+    [InlineData("query", "CandidateTower", "'ClientCertificatePath,ClientKeyPath'", "give both or neither",
+        "--CandidateTower:Address", "https://127.0.0.1:5101", "--CandidateTower:ClientCertificatePath", "{clientCertificate}")]
+    [InlineData("query", "CandidateTower", "'ClientCertificatePath'", "cannot load the certificate",
+        "--CandidateTower:Address", "https://127.0.0.1:5101", "--CandidateTower:ClientCertificatePath", "{clientCertificate}",
+        "--CandidateTower:ClientKeyPath", "{key}")]
+    [InlineData("candidate", "Tls", "'ClientCaPath'", "needs an https url", "--Tls:ClientCaPath", "{ca}")]
+    [InlineData("query", "Tls", "'ClientCaPath'", "holds no PEM certificate", "--Tls:ClientCaPath", "{key}")]
+    public void ABadTlsSetting_StopsTheServiceAtStart_WithOneLineNamingIt(string service, string section, string name, string problem,
+        params string[] settings)
     {
         var (trusted, _) = Authorities();
-        var path = file switch { "trusted" => trusted.AuthorityPath, "key" => trusted.KeyPath, _ => trusted.AuthorityPath + ".missing" };
-        var result = Programs.Run(Programs.QueryTower,
-            ["--urls", $"http://127.0.0.1:{Programs.FreePort()}", "--Metrics:Url", "", "--CandidateTower:Address", address,
-                "--CandidateTower:TrustedCaPath", path],
-            TimeSpan.FromMinutes(1));
+        var args = settings.Select(a => a.Replace("{ca}", trusted.AuthorityPath).Replace("{key}", trusted.KeyPath)
+            .Replace("{clientCertificate}", trusted.ClientCertificatePath));
+        var result = Programs.Run(service == "query" ? Programs.QueryTower : Programs.CandidateTower,
+            ["--urls", $"http://127.0.0.1:{Programs.FreePort()}", "--Metrics:Url", "", .. args], TimeSpan.FromMinutes(1));
         Assert.Equal(2, result.ExitCode);
         var line = Assert.Single(result.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.StartsWith("configuration error in section CandidateTower: ", line);
-        Assert.Contains("'TrustedCaPath'", line);
+        Assert.StartsWith($"configuration error in section {section}: ", line);
+        Assert.Contains(name, line);
         Assert.Contains(problem, line);
     }
 
@@ -115,15 +173,15 @@ public class TlsTests(TrainedModelsFixture shared) : IClassFixture<TrainedModels
         return (new TestCertificates(folder, "trusted"), new TestCertificates(folder, "other"));
     }
 
-    private ServiceProcess Candidate(TestCertificates tls) =>
-        new(Programs.CandidateTower, ["--Model:Directory", shared.Models.Models], tls: tls);
+    private ServiceProcess Candidate(TestCertificates tls, params string[] args) =>
+        new(Programs.CandidateTower, ["--Model:Directory", shared.Models.Models, .. args], tls: tls);
 
-    private ServiceProcess Query(ServiceProcess candidate, TestCertificates tls, string candidateAuthority) =>
+    private ServiceProcess Query(ServiceProcess candidate, TestCertificates tls, string candidateAuthority, params string[] args) =>
         new(Programs.QueryTower,
         [
             "--Model:Directory", shared.Models.Models, "--CandidateTower:Address", candidate.Address,
             "--CandidateTower:TrustedCaPath", candidateAuthority, "--CandidateTower:AttemptTimeoutMs", "2000",
-            "--Recommend:DefaultDeadlineMs", "20000",
+            "--Recommend:DefaultDeadlineMs", "20000", .. args,
         ], tls: tls);
 
     private static RetrievalClientOptions Options(ServiceProcess query, string? caPath) =>

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Net.Http;
+using System.Security.Cryptography.X509Certificates;
 using System.Threading;
 using System.Threading.Tasks;
 using Google.Protobuf.WellKnownTypes;
@@ -43,35 +44,59 @@ public sealed class RetrievalClient : IDisposable
     {
         options.Validate();
         var channelOptions = ChannelOptions(options);
-        if (!string.IsNullOrEmpty(options.TrustedCaPath))
+        if (!string.IsNullOrEmpty(options.TrustedCaPath) || options.ClientCertificate is not null)
         {
-            var trusted = TrustedAuthorities.Load(options.TrustedCaPath!);
 #if NET5_0_OR_GREATER
             var handler = new SocketsHttpHandler { EnableMultipleHttp2Connections = true };
 #else
             var handler = new HttpClientHandler();
 #endif
-            TrustOnly(handler, trusted);
+            ConfigureTls(handler, options);
             channelOptions.HttpHandler = handler; // the channel disposes it
         }
         return new RetrievalClient(GrpcChannel.ForAddress(options.Address, channelOptions), options);
     }
 
-    /// <summary>Makes <paramref name="handler"/> accept only server certificates that <paramref name="trusted"/> issued.</summary>
-    internal static void TrustOnly(HttpMessageHandler handler, TrustedAuthorities trusted)
+    /// <summary>
+    /// Applies <see cref="RetrievalClientOptions.TrustedCaPath"/> (only server certificates those authorities issued are
+    /// accepted) and <see cref="RetrievalClientOptions.ClientCertificate"/> (presented to the service) to a handler.
+    /// </summary>
+    internal static void ConfigureTls(HttpMessageHandler handler, RetrievalClientOptions options)
     {
+        var trusted = string.IsNullOrEmpty(options.TrustedCaPath) ? null : TrustedAuthorities.Load(options.TrustedCaPath!);
+        var certificate = options.ClientCertificate;
         switch (handler)
         {
 #if NET5_0_OR_GREATER
             case SocketsHttpHandler sockets:
-                sockets.SslOptions.RemoteCertificateValidationCallback = (_, certificate, chain, errors) => trusted.Validate(certificate, chain, errors);
+                if (trusted is not null)
+                {
+                    sockets.SslOptions.RemoteCertificateValidationCallback = (_, c, chain, errors) => trusted.ValidateServer(c, chain, errors);
+                }
+                if (certificate is not null)
+                {
+                    sockets.SslOptions.ClientCertificates = new X509CertificateCollection { certificate };
+                }
                 break;
 #endif
             case HttpClientHandler client:
-                client.ServerCertificateCustomValidationCallback = (_, certificate, chain, errors) => trusted.Validate(certificate, chain, errors);
+                if (trusted is not null)
+                {
+                    client.ServerCertificateCustomValidationCallback = (_, c, chain, errors) => trusted.ValidateServer(c, chain, errors);
+                }
+                if (certificate is not null)
+                {
+                    client.ClientCertificateOptions = ClientCertificateOption.Manual;
+                    client.ClientCertificates.Add(certificate);
+                }
                 break;
             default:
-                throw new NotSupportedException($"TrustedCaPath cannot be applied to a {handler.GetType().Name}: give the client a SocketsHttpHandler or an HttpClientHandler");
+                if (trusted is not null || certificate is not null)
+                {
+                    throw new NotSupportedException($"TrustedCaPath and ClientCertificate cannot be applied to a {handler.GetType().Name}: "
+                        + "give the client a SocketsHttpHandler or an HttpClientHandler");
+                }
+                break;
         }
     }
 

@@ -1,4 +1,5 @@
 using System;
+using System.Security.Cryptography.X509Certificates;
 
 namespace Retrieval.Client;
 
@@ -17,6 +18,12 @@ public sealed class RetrievalClientOptions
     /// the certificate must still name the address's host. Empty: the system's trusted authorities.
     /// </summary>
     public string? TrustedCaPath { get; set; }
+
+    /// <summary>
+    /// For an <c>https</c> address whose service asks for client certificates (mutual TLS): this caller's certificate,
+    /// with its private key. Null: none presented.
+    /// </summary>
+    public X509Certificate2? ClientCertificate { get; set; }
 
     /// <summary>Deadline of each call unless the caller gives one. The service answers within it, degraded if need be.</summary>
     public TimeSpan Deadline { get; set; } = TimeSpan.FromSeconds(2);
@@ -48,6 +55,12 @@ public sealed class RetrievalClientOptions
         if (!string.IsNullOrEmpty(TrustedCaPath) && Address.Scheme != Uri.UriSchemeHttps)
         {
             throw new ArgumentException($"TrustedCaPath is for an https address, and Address is {Address}");
+        }
+        if (ClientCertificate is not null && (Address.Scheme != Uri.UriSchemeHttps || !ClientCertificate.HasPrivateKey))
+        {
+            throw new ArgumentException(Address.Scheme != Uri.UriSchemeHttps
+                ? $"ClientCertificate is for an https address, and Address is {Address}"
+                : $"ClientCertificate ({ClientCertificate.Subject}) has no private key, so it cannot authenticate the caller");
         }
     }
 }

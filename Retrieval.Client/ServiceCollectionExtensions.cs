@@ -2,7 +2,6 @@ using System;
 using Grpc.Net.ClientFactory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
-using Retrieval.Tls;
 using Retrieval.V1;
 
 namespace Retrieval.Client;
@@ -15,7 +14,10 @@ public static class ServiceCollectionExtensions
     /// pooled connections), with the retry policy and default deadline of <see cref="RetrievalClientOptions"/>.
     /// </summary>
     /// <example><code>services.AddRetrievalClient(o => o.Address = new Uri("http://query-tower:5100"));</code></example>
-    /// <remarks>With <see cref="RetrievalClientOptions.TrustedCaPath"/>, the factory's primary handler trusts only those authorities.</remarks>
+    /// <remarks>
+    /// With <see cref="RetrievalClientOptions.TrustedCaPath"/> the factory's primary handler trusts only those authorities,
+    /// and with <see cref="RetrievalClientOptions.ClientCertificate"/> it presents that certificate.
+    /// </remarks>
     public static IHttpClientBuilder AddRetrievalClient(this IServiceCollection services, Action<RetrievalClientOptions> configure)
     {
         services.AddOptions<RetrievalClientOptions>().Configure(configure).Validate(o =>
@@ -29,12 +31,6 @@ public static class ServiceCollectionExtensions
             .AddGrpcClient<QueryTower.QueryTowerClient>((sp, o) => o.Address = sp.GetRequiredService<IOptions<RetrievalClientOptions>>().Value.Address)
             .ConfigureChannel((sp, channel) => channel.ServiceConfig = RetrievalClient.ServiceConfig(sp.GetRequiredService<IOptions<RetrievalClientOptions>>().Value))
             .ConfigurePrimaryHttpMessageHandler((handler, sp) =>
-            {
-                var options = sp.GetRequiredService<IOptions<RetrievalClientOptions>>().Value;
-                if (!string.IsNullOrEmpty(options.TrustedCaPath))
-                {
-                    RetrievalClient.TrustOnly(handler, TrustedAuthorities.Load(options.TrustedCaPath!));
-                }
-            });
+                RetrievalClient.ConfigureTls(handler, sp.GetRequiredService<IOptions<RetrievalClientOptions>>().Value));
     }
 }

@@ -5,9 +5,11 @@ using Grpc.Net.Client;
 namespace Retrieval.ServiceDefaults;
 
 /// <summary>
-/// `SERVICE healthcheck [ADDRESS [CA_FILE]]`: asks a running service's grpc.health.v1 whether it is SERVING and exits 0
-/// or 1. Container health checks use it, since the runtime images carry no other gRPC probe. For an https address whose
-/// certificate a private authority issued, CA_FILE is that authority's PEM file (or the self-signed certificate).
+/// `SERVICE healthcheck [ADDRESS [CA_FILE [CERT_FILE KEY_FILE]]]`: asks a running service's grpc.health.v1 whether it is
+/// SERVING and exits 0 or 1 (2: the files cannot be read). Container health checks use it, since the runtime images
+/// carry no other gRPC probe. For an https address whose certificate a private authority issued, CA_FILE is that
+/// authority's PEM file (or the self-signed certificate); a service that asks for client certificates (Tls:ClientCaPath)
+/// also needs one, CERT_FILE and KEY_FILE (PEM).
 /// </summary>
 public static class HealthProbe
 {
@@ -23,6 +25,10 @@ public static class HealthProbe
             {
                 var handler = new SocketsHttpHandler();
                 TlsTrust.TrustOnly(handler, args[2]);
+                if (args.Length > 4)
+                {
+                    TlsTrust.PresentCertificate(handler, args[3], args[4]);
+                }
                 options.HttpHandler = handler;
             }
             using var channel = GrpcChannel.ForAddress(address, options);

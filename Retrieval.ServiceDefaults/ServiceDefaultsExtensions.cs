@@ -15,8 +15,8 @@ using Retrieval.Core.Serving;
 namespace Retrieval.ServiceDefaults;
 
 /// <summary>
-/// What both gRPC services share: Kestrel endpoints as cleartext HTTP/2 (gRPC without TLS needs an HTTP/2-only
-/// endpoint) on the configured urls, the model store and its hosted start, gRPC health (SERVING once a model is
+/// What both gRPC services share: Kestrel endpoints as HTTP/2 on the configured urls (gRPC without TLS needs an
+/// HTTP/2-only endpoint; https ones take Kestrel's certificate settings, and client certificates with Tls:ClientCaPath), the model store and its hosted start, gRPC health (SERVING once a model is
 /// loaded) and reflection, and OpenTelemetry metrics served to Prometheus on Metrics:Url (its own HTTP/1.1 listener).
 /// </summary>
 public static class ServiceDefaultsExtensions
@@ -31,6 +31,9 @@ public static class ServiceDefaultsExtensions
 
         builder.Services.AddOptions<ModelOptions>().BindConfiguration(ModelOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddOptions<ServerOptions>().BindConfiguration(ServerOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddOptions<TlsOptions>().BindConfiguration(TlsOptions.Section).ValidateOnStart();
+        builder.Services.AddSingleton<IValidateOptions<TlsOptions>, TlsOptionsValidation>();
+        TlsOptions.RequireClientCertificates(builder);
         builder.Services.AddSingleton(sp =>
         {
             var options = sp.GetRequiredService<IOptions<ModelOptions>>().Value;

@@ -4,8 +4,8 @@ using System.Security.Cryptography.X509Certificates;
 namespace Retrieval.Integration.Tests.Infrastructure;
 
 /// <summary>
-/// A private certificate authority made for a test, and a server certificate it issued for 127.0.0.1 and localhost,
-/// written as PEM files (authority, certificate, key) into a folder of their own.
+/// A private certificate authority made for a test, a server certificate it issued for 127.0.0.1 and localhost, and a
+/// client certificate, written as PEM files (authority, certificates, keys) into a folder of their own.
 /// </summary>
 public sealed class TestCertificates
 {
@@ -20,25 +20,38 @@ public sealed class TestCertificates
         authorityRequest.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(authorityRequest.PublicKey, false));
         using var authority = authorityRequest.CreateSelfSigned(now.AddDays(-1), now.AddDays(30));
 
-        using var serverKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var serverRequest = new CertificateRequest("CN=127.0.0.1", serverKey, HashAlgorithmName.SHA256);
-        var names = new SubjectAlternativeNameBuilder();
-        names.AddIpAddress(System.Net.IPAddress.Loopback);
-        names.AddDnsName("localhost");
-        serverRequest.CertificateExtensions.Add(names.Build());
-        serverRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
-        serverRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
-        serverRequest.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false)); // server authentication
-        serverRequest.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(authority, true, false));
-        using var server = serverRequest.Create(authority, now.AddDays(-1), now.AddDays(30), RandomNumberGenerator.GetBytes(8));
-
         Authority = X509CertificateLoader.LoadCertificate(authority.RawData);
         AuthorityPath = Path.Combine(folder, $"{name}-ca.pem");
-        CertificatePath = Path.Combine(folder, $"{name}-server.pem");
-        KeyPath = Path.Combine(folder, $"{name}-server.key");
         File.WriteAllText(AuthorityPath, authority.ExportCertificatePem());
-        File.WriteAllText(CertificatePath, server.ExportCertificatePem());
-        File.WriteAllText(KeyPath, serverKey.ExportPkcs8PrivateKeyPem());
+        (CertificatePath, KeyPath) = Issue(authority, folder, $"{name}-server", "CN=127.0.0.1", ServerAuthentication, loopbackNames: true);
+        (ClientCertificatePath, ClientKeyPath) = Issue(authority, folder, $"{name}-client", $"CN=Retrieval test caller {name}", ClientAuthentication);
+    }
+
+    private const string ServerAuthentication = "1.3.6.1.5.5.7.3.1", ClientAuthentication = "1.3.6.1.5.5.7.3.2";
+
+    /// <summary>A certificate the authority issued for one purpose, written with its key as PEM files.</summary>
+    private static (string Certificate, string Key) Issue(X509Certificate2 authority, string folder, string file, string subject, string purpose,
+        bool loopbackNames = false)
+    {
+        var now = DateTimeOffset.UtcNow;
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
+        if (loopbackNames)
+        {
+            var names = new SubjectAlternativeNameBuilder();
+            names.AddIpAddress(System.Net.IPAddress.Loopback);
+            names.AddDnsName("localhost");
+            request.CertificateExtensions.Add(names.Build());
+        }
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(purpose)], false));
+        request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(authority, true, false));
+        using var certificate = request.Create(authority, now.AddDays(-1), now.AddDays(30), RandomNumberGenerator.GetBytes(8));
+        var paths = (Path.Combine(folder, file + ".pem"), Path.Combine(folder, file + ".key"));
+        File.WriteAllText(paths.Item1, certificate.ExportCertificatePem());
+        File.WriteAllText(paths.Item2, key.ExportPkcs8PrivateKeyPem());
+        return paths;
     }
 
     /// <summary>The authority's certificate (public part).</summary>
@@ -47,13 +60,22 @@ public sealed class TestCertificates
     public string CertificatePath { get; }
     public string KeyPath { get; }
 
+    /// <summary>A client certificate (for client authentication) the authority issued, and its key.</summary>
+    public string ClientCertificatePath { get; }
+    public string ClientKeyPath { get; }
+
+    /// <summary>The client certificate with its key, as a caller presents it.</summary>
+    public X509Certificate2 ClientCertificate() =>
+        X509CertificateLoader.LoadPkcs12(X509Certificate2.CreateFromPemFile(ClientCertificatePath, ClientKeyPath).Export(X509ContentType.Pkcs12), null);
+
     /// <summary>A service's command-line settings to serve its https urls with the server certificate (Kestrel's own settings).</summary>
     public string[] KestrelArgs => ["--Kestrel:Certificates:Default:Path", CertificatePath, "--Kestrel:Certificates:Default:KeyPath", KeyPath];
 
-    /// <summary>A handler for the tests' own channels that trusts this authority alone.</summary>
+    /// <summary>A handler for the tests' own channels that trusts this authority alone and presents the client certificate.</summary>
     public SocketsHttpHandler TrustingHandler()
     {
         var handler = new SocketsHttpHandler();
+        handler.SslOptions.ClientCertificates = [ClientCertificate()]; // asked for only by a service with Tls:ClientCaPath
         handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
         {
             if (certificate is null || (errors & ~System.Net.Security.SslPolicyErrors.RemoteCertificateChainErrors) != 0)

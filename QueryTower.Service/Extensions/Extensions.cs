@@ -48,9 +48,14 @@ public static class Extensions
                     KeepAlivePingTimeout = TimeSpan.FromSeconds(10),
                     ConnectTimeout = TimeSpan.FromSeconds(2),
                 };
-                if (sp.GetRequiredService<IOptions<CandidateTowerOptions>>().Value.TrustedCaPath is { Length: > 0 } trusted)
+                var options = sp.GetRequiredService<IOptions<CandidateTowerOptions>>().Value;
+                if (options.TrustedCaPath is { Length: > 0 } trusted)
                 {
                     TlsTrust.TrustOnly(handler, trusted);
+                }
+                if (options is { ClientCertificatePath: { Length: > 0 } certificate, ClientKeyPath: { Length: > 0 } key })
+                {
+                    TlsTrust.PresentCertificate(handler, certificate, key);
                 }
                 return handler;
             });

@@ -19,6 +19,15 @@ public sealed class CandidateTowerOptions : IValidatableObject
     /// </summary>
     public string? TrustedCaPath { get; set; }
 
+    /// <summary>
+    /// For a candidate tower that asks for client certificates (its Tls:ClientCaPath): this service's certificate, PEM,
+    /// with <see cref="ClientKeyPath"/>. Empty: none presented.
+    /// </summary>
+    public string? ClientCertificatePath { get; set; }
+
+    /// <summary>The private key of <see cref="ClientCertificatePath"/>, PEM.</summary>
+    public string? ClientKeyPath { get; set; }
+
     /// <summary>Timeout of one attempt of a candidate call (Polly), within the caller's deadline.</summary>
     [Range(1, 60_000)]
     public int AttemptTimeoutMs { get; set; } = 300;
@@ -82,20 +91,39 @@ public sealed class CandidateTowerOptions : IValidatableObject
     /// </summary>
     public bool BatchStream { get; set; } = true;
 
-    /// <summary>The checks that span settings or read a file: TrustedCaPath goes with an https Address and must hold a certificate.</summary>
+    /// <summary>
+    /// The checks that span settings or read a file: TrustedCaPath and a client certificate go with an https Address,
+    /// and their files must load; the certificate and its key come together.
+    /// </summary>
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
-        if (string.IsNullOrEmpty(TrustedCaPath))
+        bool https = Address.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
+        if (!string.IsNullOrEmpty(TrustedCaPath))
         {
-            yield break;
+            if (!https)
+            {
+                yield return new ValidationResult($"TrustedCaPath is for an https Address, and Address is {Address}", [nameof(TrustedCaPath)]);
+            }
+            else if (TlsTrust.Problem(TrustedCaPath) is { } problem)
+            {
+                yield return new ValidationResult(problem, [nameof(TrustedCaPath)]);
+            }
         }
-        if (!Address.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
+        if (string.IsNullOrEmpty(ClientCertificatePath) != string.IsNullOrEmpty(ClientKeyPath))
         {
-            yield return new ValidationResult($"TrustedCaPath is for an https Address, and Address is {Address}", [nameof(TrustedCaPath)]);
+            yield return new ValidationResult("ClientCertificatePath and ClientKeyPath go together: give both or neither",
+                [nameof(ClientCertificatePath), nameof(ClientKeyPath)]);
         }
-        else if (TlsTrust.Problem(TrustedCaPath) is { } problem)
+        else if (!string.IsNullOrEmpty(ClientCertificatePath))
         {
-            yield return new ValidationResult(problem, [nameof(TrustedCaPath)]);
+            if (!https)
+            {
+                yield return new ValidationResult($"ClientCertificatePath is for an https Address, and Address is {Address}", [nameof(ClientCertificatePath)]);
+            }
+            else if (TlsTrust.Problem(ClientCertificatePath, ClientKeyPath!) is { } problem)
+            {
+                yield return new ValidationResult(problem, [nameof(ClientCertificatePath)]);
+            }
         }
     }
 }

@@ -7,9 +7,10 @@ using System.Security.Cryptography.X509Certificates;
 namespace Retrieval.Tls;
 
 /// <summary>
-/// Certificate authorities read from a PEM file (one or more <c>BEGIN CERTIFICATE</c> blocks), and the check that a
-/// server's certificate chains up to one of them and names the host, for TLS to services whose certificates a private
-/// authority issued. Only these authorities are trusted, not the system's; revocation is not checked (private
+/// Certificate authorities read from a PEM file (one or more <c>BEGIN CERTIFICATE</c> blocks), and the checks that a
+/// server's certificate chains up to one of them and names the host, or that a client's chains up to one of them, for
+/// TLS between services whose certificates a private authority issued. Only these authorities are trusted, not the
+/// system's; a certificate that lists its purposes must list the one it is used for; revocation is not checked (private
 /// authorities seldom publish lists, and a service must not stop answering because one cannot be fetched).
 /// This file is compiled into the client library and into the services.
 /// </summary>
@@ -67,10 +68,19 @@ internal sealed class TrustedAuthorities
     }
 
     /// <summary>
-    /// A TLS client's server certificate check (<c>RemoteCertificateValidationCallback</c>): true when the certificate
+    /// A TLS client's check of the server's certificate (<c>RemoteCertificateValidationCallback</c>): true when it
     /// names the host and chains, through any intermediates the server sent, to one of these authorities.
     /// </summary>
-    public bool Validate(X509Certificate? certificate, X509Chain? sent, SslPolicyErrors errors)
+    public bool ValidateServer(X509Certificate? certificate, X509Chain? sent, SslPolicyErrors errors) =>
+        Validate(certificate, sent, errors, ServerAuthentication);
+
+    /// <summary>A TLS server's check of a client's certificate: true when it chains to one of these authorities.</summary>
+    public bool ValidateClient(X509Certificate? certificate, X509Chain? sent, SslPolicyErrors errors) =>
+        Validate(certificate, sent, errors, ClientAuthentication);
+
+    private const string ServerAuthentication = "1.3.6.1.5.5.7.3.1", ClientAuthentication = "1.3.6.1.5.5.7.3.2";
+
+    private bool Validate(X509Certificate? certificate, X509Chain? sent, SslPolicyErrors errors, string purpose)
     {
         // A name that does not match, or no certificate at all, fails whoever issued it.
         if (certificate is null || (errors & ~SslPolicyErrors.RemoteCertificateChainErrors) != SslPolicyErrors.None)
@@ -79,6 +89,7 @@ internal sealed class TrustedAuthorities
         }
         using var chain = new X509Chain();
         chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        chain.ChainPolicy.ApplicationPolicy.Add(new System.Security.Cryptography.Oid(purpose));
         foreach (var element in sent?.ChainElements.Cast<X509ChainElement>().Skip(1) ?? [])
         {
             chain.ChainPolicy.ExtraStore.Add(element.Certificate);
