@@ -156,6 +156,37 @@ public class TlsTests(TrainedModelsFixture shared) : IClassFixture<TrainedModels
     }
 
     [Fact]
+    public async Task TheClientLibrarysNetStandardBuild_CallsOverTlsAndMutualTls_TrustingThePrivateAuthorityAlone()
+    {
+        var (trusted, other) = Authorities();
+        using var candidate = Candidate(trusted);
+        using var query = Query(candidate, trusted, trusted.AuthorityPath, "--Tls:ClientCaPath", trusted.AuthorityPath);
+        await candidate.WaitForHealthAsync();
+        await query.WaitForHealthAsync();
+        var library = new NetStandardClient();
+        try
+        {
+            // Its own chain check (no custom root store before .NET 5): the authority's certificate lets it in.
+            using (var client = library.Create(library.Options(("Address", new Uri(query.Address)), ("TrustedCaPath", trusted.AuthorityPath),
+                ("ClientCertificate", trusted.ClientCertificate()), ("Deadline", TimeSpan.FromSeconds(20)))))
+            {
+                Assert.Equal((false, 10), await NetStandardClient.RecommendAsync(client, "1", 10));
+            }
+            // Another authority's, or none where the service asks for one, does not.
+            foreach (var (authority, certificate) in new[] { (other.AuthorityPath, trusted.ClientCertificate()), (trusted.AuthorityPath, null) })
+            {
+                using var client = library.Create(library.Options(("Address", new Uri(query.Address)), ("TrustedCaPath", authority),
+                    ("ClientCertificate", certificate), ("MaxAttempts", 1), ("Deadline", TimeSpan.FromSeconds(20))));
+                await Assert.ThrowsAsync<RpcException>(() => NetStandardClient.RecommendAsync(client, "1", 10));
+            }
+        }
+        finally
+        {
+            library.Unload();
+        }
+    }
+
+    [Fact]
     public void TheClientLibrary_RefusesTrustedCaPathForACleartextAddress_AndAFileWithoutCertificates()
     {
         var (trusted, _) = Authorities();

@@ -30,6 +30,9 @@ public static class Programs
     public static string CandidateTower => Path.Combine(RepositoryRoot, "CandidateTower.Service", "bin", Configuration, "net10.0", "CandidateTower.Service.dll");
     public static string QueryTower => Path.Combine(RepositoryRoot, "QueryTower.Service", "bin", Configuration, "net10.0", "QueryTower.Service.dll");
 
+    /// <summary>The client library as built for netstandard2.1 (game servers and engine hosts load this one).</summary>
+    public static string NetStandardClient => Path.Combine(RepositoryRoot, "Retrieval.Client", "bin", Configuration, "netstandard2.1", "Retrieval.Client.dll");
+
     public static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
