@@ -156,6 +156,49 @@ public class TlsTests(TrainedModelsFixture shared) : IClassFixture<TrainedModels
     }
 
     [Fact]
+    public async Task ARenewedCertificateWrittenOverTheFiles_IsServedToNewConnections_WithoutARestart()
+    {
+        var (trusted, renewed) = Authorities();
+        // The endpoint as Kestrel:Endpoints, whose certificate files Kestrel watches (an --urls endpoint's default
+        // certificate is read once).
+        int port = Programs.FreePort();
+        using var candidate = new ServiceProcess(Programs.CandidateTower,
+        [
+            "--Model:Directory", shared.Models.Models, "--Kestrel:Endpoints:Grpc:Url", $"https://127.0.0.1:{port}",
+            "--Kestrel:Endpoints:Grpc:Certificate:Path", trusted.CertificatePath, "--Kestrel:Endpoints:Grpc:Certificate:KeyPath", trusted.KeyPath,
+        ], port, tls: trusted);
+        await candidate.WaitForHealthAsync();
+        async Task<bool> Accepts(TestCertificates authority)
+        {
+            using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(candidate.Address,
+                new Grpc.Net.Client.GrpcChannelOptions { HttpHandler = authority.TrustingHandler() }); // a new connection
+            try
+            {
+                await new Grpc.Health.V1.Health.HealthClient(channel).CheckAsync(new Grpc.Health.V1.HealthCheckRequest(),
+                    deadline: DateTime.UtcNow.AddSeconds(10));
+                return true;
+            }
+            catch (RpcException)
+            {
+                return false;
+            }
+        }
+        Assert.True(await Accepts(trusted));
+        Assert.False(await Accepts(renewed));
+
+        // As a certificate manager renews it: new files in place of the old (here from another authority, to tell them apart).
+        File.Copy(renewed.CertificatePath, trusted.CertificatePath, overwrite: true);
+        File.Copy(renewed.KeyPath, trusted.KeyPath, overwrite: true);
+        var clock = Stopwatch.StartNew();
+        while (!await Accepts(renewed) && clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await Task.Delay(200);
+        }
+        Assert.True(await Accepts(renewed), "the service still served the old certificate 30 s after the files changed");
+        Assert.False(await Accepts(trusted));
+    }
+
+    [Fact]
     public async Task TheClientLibrarysNetStandardBuild_CallsOverTlsAndMutualTls_TrustingThePrivateAuthorityAlone()
     {
         var (trusted, other) = Authorities();
