@@ -48,6 +48,10 @@ var inline = new Option<bool>("--inline-io", "--inline-completions")
 {
     Description = "Start the services with Transport:InlineIO (socket I/O continuations on the epoll threads: fewer thread hops per call; see bench/README.md)",
 };
+var tls = new Option<bool>("--tls")
+{
+    Description = "Both hops over TLS (https, certificates from a private authority made for the run), to measure what encryption costs",
+};
 var serviceEnv = new Option<string[]>("--service-env")
 {
     Description = "NAME=VALUE set in both services' environment (repeatable), to measure runtime settings such as DOTNET_gcServer=1",
@@ -86,8 +90,8 @@ var pacerUs = new Option<string>("--pacer-us")
 };
 var recommend = new Command("recommend", "Recommend requests/s and latency on loopback, beside the two-hop ceiling")
 {
-    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, serviceEnv, h2load, serviceCpus, generatorCpus, leanGenerator, hiccupMs,
-    pacerUs,
+    dataDir, recSeconds, callers, channels, rounds, loadFractions, rates, inline, tls, serviceEnv, h2load, serviceCpus, generatorCpus, leanGenerator,
+    hiccupMs, pacerUs,
 };
 recommend.SetAction(async (result, ct) =>
 {
@@ -119,6 +123,10 @@ async Task<int> RunRecommend(ParseResult result)
     {
         throw new PlatformNotSupportedException("--hiccup-ms freezes the candidate service with SIGSTOP, which needs Linux");
     }
+    if (result.GetValue(tls) && (result.GetValue(h2load) || result.GetValue(leanGenerator)))
+    {
+        throw new ArgumentException("--tls: the h2load and lean generators speak cleartext HTTP/2 only; leave out --h2load and --lean-generator");
+    }
     var environment = (result.GetValue(serviceEnv) ?? []).Select(e => e.Split('=', 2) is [{ Length: > 0 } name, var value]
         ? KeyValuePair.Create(name, value) : throw new ArgumentException($"--service-env: '{e}' is not NAME=VALUE")).ToDictionary();
     return Report(await RecommendBenchmark.RunAsync(new RecommendOptions
@@ -131,6 +139,7 @@ async Task<int> RunRecommend(ParseResult result)
         LoadFractions = fractions,
         Rates = fixedRates,
         InlineIO = result.GetValue(inline),
+        Tls = result.GetValue(tls),
         ServiceEnvironment = environment,
         H2Load = result.GetValue(h2load),
         LeanGenerator = result.GetValue(leanGenerator),

@@ -41,6 +41,9 @@ public sealed record RecommendOptions
     /// <summary>Start the services with Transport:InlineIO.</summary>
     public bool InlineIO { get; init; }
 
+    /// <summary>Both hops over TLS, with certificates from a private authority made for the run.</summary>
+    public bool Tls { get; init; }
+
     /// <summary>Variables set in both services' environment.</summary>
     public IReadOnlyDictionary<string, string> ServiceEnvironment { get; init; } = new Dictionary<string, string>();
 
@@ -103,21 +106,27 @@ public static class RecommendBenchmark
         var (dataset, users, timestamps) = PrepareModel(options.DataDir, work, models);
         static string Dll(string project) => Retrieval.Trainer.Demo.ServiceLauncher.Locate(project);
         int candidatePort = FreePort(), queryPort = FreePort(), candidateMetricsPort = FreePort(), queryMetricsPort = FreePort();
-        using var candidate = StartService(Dll("CandidateTower.Service"), candidatePort, candidateMetricsPort,
-            ["--Model:Directory", models, .. transport], options.ServiceEnvironment, options.ServiceCpus);
-        using var query = StartService(Dll("QueryTower.Service"), queryPort, queryMetricsPort,
-            ["--Model:Directory", models, "--CandidateTower:Address", $"http://127.0.0.1:{candidatePort}", .. transport], options.ServiceEnvironment, options.ServiceCpus);
+        // On request, both hops over TLS: each service serves https with a certificate from an authority made for the
+        // run, and the query service and the generator trust that authority alone.
+        var tls = options.Tls ? new Retrieval.Integration.Tests.Infrastructure.TestCertificates(Path.Combine(work, "tls"), "bench") : null;
+        string scheme = tls is null ? "http" : "https";
+        string[] serving = tls?.KestrelArgs ?? [];
+        string[] candidateTrust = tls is null ? [] : ["--CandidateTower:TrustedCaPath", tls.AuthorityPath];
+        using var candidate = StartService(Dll("CandidateTower.Service"), scheme, candidatePort, candidateMetricsPort,
+            ["--Model:Directory", models, .. transport, .. serving], options.ServiceEnvironment, options.ServiceCpus);
+        using var query = StartService(Dll("QueryTower.Service"), scheme, queryPort, queryMetricsPort,
+            ["--Model:Directory", models, "--CandidateTower:Address", $"{scheme}://127.0.0.1:{candidatePort}", .. candidateTrust, .. transport, .. serving],
+            options.ServiceEnvironment, options.ServiceCpus);
         using var scraper = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
         RuntimeEndpoint[] runtimes = [new("query", queryMetricsPort, scraper), new("candidate", candidateMetricsPort, scraper)];
         try
         {
-            await WaitServing($"http://127.0.0.1:{candidatePort}");
-            await WaitServing($"http://127.0.0.1:{queryPort}");
-            var address = new Uri($"http://127.0.0.1:{queryPort}");
+            await WaitServing($"{scheme}://127.0.0.1:{candidatePort}", tls);
+            await WaitServing($"{scheme}://127.0.0.1:{queryPort}", tls);
+            var address = new Uri($"{scheme}://127.0.0.1:{queryPort}");
             // No retry policy on the callers' channels: a load generator counts failures rather than hiding them, and
             // gRPC's retrying call buffers every request (allocations and work the generator would take from the services).
-            RetrievalClient[] Connect() => [.. Enumerable.Range(0, options.Channels)
-                .Select(_ => RetrievalClient.Create(new RetrievalClientOptions { Address = address, Deadline = TimeSpan.FromSeconds(5), MaxAttempts = 1 }))];
+            RetrievalClient[] Connect() => [.. Enumerable.Range(0, options.Channels).Select(_ => RetrievalClient.Create(Caller(address, tls, 5)))];
             var clients = Connect();
             // The requests are built once: the generator's own allocations and collections are kept out of the figures.
             var recommendRequests = users.Select((user, i) => new RecommendRequest
@@ -162,7 +171,7 @@ public static class RecommendBenchmark
                 var result = await OpenLoop(clients, rate, phaseSeconds, call, bytesPerCall, pacer ?? pacers[0]);
                 if (result.FromSchedule.Errors > 0)
                 {
-                    await ProbeFreshConnection(address, recommendRequests[0]);
+                    await ProbeFreshConnection(address, tls, recommendRequests[0]);
                     foreach (var old in clients)
                     {
                         old.Dispose();
@@ -333,6 +342,7 @@ public static class RecommendBenchmark
             report["open_loop"] = openLoop;
             report["jit_settle_seconds"] = jitSettled is { } settled ? Math.Round(settled.TotalSeconds, 1) : null;
             report["inline_io"] = options.InlineIO;
+            report["tls"] = options.Tls;
             report["pacer_us"] = pacers[0].EffectiveMicroseconds;
             report["service_cpus"] = options.ServiceCpus is null ? null : new JsonArray([.. options.ServiceCpus.Select(c => (JsonNode?)c)]);
             report["generator_cpus"] = options.GeneratorCpus is null ? null : new JsonArray([.. options.GeneratorCpus.Select(c => (JsonNode?)c)]);
@@ -425,7 +435,7 @@ public static class RecommendBenchmark
     }
 
 
-    private static Process StartService(string dll, int port, int metricsPort, string[] args, IReadOnlyDictionary<string, string> environment,
+    private static Process StartService(string dll, string scheme, int port, int metricsPort, string[] args, IReadOnlyDictionary<string, string> environment,
         int[]? cpus)
     {
         if (!File.Exists(dll))
@@ -435,7 +445,7 @@ public static class RecommendBenchmark
         var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in new[]
         {
-            dll, "--urls", $"http://127.0.0.1:{port}", "--Metrics:Url", $"http://127.0.0.1:{metricsPort}", "--Logging:LogLevel:Default", "Warning",
+            dll, "--urls", $"{scheme}://127.0.0.1:{port}", "--Metrics:Url", $"http://127.0.0.1:{metricsPort}", "--Logging:LogLevel:Default", "Warning",
             "--Lifetime:ParentProcessId", Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture),
         }.Concat(args))
         {
@@ -480,9 +490,9 @@ public static class RecommendBenchmark
     /// After a phase with failed calls: a few Recommend calls over a new connection, to tell a service that is stuck from
     /// callers' connections that are (the generator's channels carry on into the next phase).
     /// </summary>
-    private static async Task ProbeFreshConnection(Uri address, RecommendRequest request)
+    private static async Task ProbeFreshConnection(Uri address, Retrieval.Integration.Tests.Infrastructure.TestCertificates? tls, RecommendRequest request)
     {
-        using var fresh = RetrievalClient.Create(new RetrievalClientOptions { Address = address, Deadline = TimeSpan.FromSeconds(2), MaxAttempts = 1 });
+        using var fresh = RetrievalClient.Create(Caller(address, tls, 2));
         var answered = new List<double>();
         string? lastError = null;
         for (int i = 0; i < 20; i++)
@@ -503,9 +513,13 @@ public static class RecommendBenchmark
             + (answered.Count > 0 ? $", median {answered[answered.Count / 2]:F2} ms" : "") + (lastError is null ? "" : $"; last error {lastError}"));
     }
 
-    private static async Task WaitServing(string address)
+    /// <summary>A generator channel's settings: no retries, a deadline, and over TLS the run's authority alone trusted.</summary>
+    private static RetrievalClientOptions Caller(Uri address, Retrieval.Integration.Tests.Infrastructure.TestCertificates? tls, double deadlineSeconds) =>
+        new() { Address = address, Deadline = TimeSpan.FromSeconds(deadlineSeconds), MaxAttempts = 1, TrustedCaPath = tls?.AuthorityPath };
+
+    private static async Task WaitServing(string address, Retrieval.Integration.Tests.Infrastructure.TestCertificates? tls)
     {
-        using var channel = GrpcChannel.ForAddress(address);
+        using var channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = tls?.TrustingHandler() });
         var health = new Health.HealthClient(channel);
         for (var deadline = DateTime.UtcNow.AddSeconds(60); DateTime.UtcNow < deadline; await Task.Delay(100))
         {
