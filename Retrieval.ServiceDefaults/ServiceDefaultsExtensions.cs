@@ -16,7 +16,8 @@ namespace Retrieval.ServiceDefaults;
 
 /// <summary>
 /// What both gRPC services share: Kestrel endpoints as HTTP/2 on the configured urls (gRPC without TLS needs an
-/// HTTP/2-only endpoint; https ones take Kestrel's certificate settings, and client certificates with Tls:ClientCaPath), the model store and its hosted start, gRPC health (SERVING once a model is
+/// HTTP/2-only endpoint; https ones take Kestrel's certificate settings, and ask for client certificates with
+/// Tls:ClientCaPath), the model store and its hosted start, gRPC health (SERVING once a model is
 /// loaded) and reflection, and OpenTelemetry metrics served to Prometheus on Metrics:Url (its own HTTP/1.1 listener).
 /// </summary>
 public static class ServiceDefaultsExtensions

@@ -25,7 +25,7 @@ public static class TlsTrust
 
     /// <summary>A certificate and its private key from PEM files, usable to authenticate a TLS connection on every platform.</summary>
     /// <exception cref="ArgumentException">Either file is missing or unreadable, or the key is not the certificate's.</exception>
-    public static X509Certificate2 LoadCertificate(string certificatePath, string keyPath)
+    private static X509Certificate2 LoadCertificate(string certificatePath, string keyPath)
     {
         try
         {

@@ -18,14 +18,7 @@ internal sealed class TrustedAuthorities
 {
     private readonly X509Certificate2Collection _authorities;
 
-    private TrustedAuthorities(string path, X509Certificate2Collection authorities)
-    {
-        Path = path;
-        _authorities = authorities;
-    }
-
-    /// <summary>The PEM file they were read from.</summary>
-    public string Path { get; }
+    private TrustedAuthorities(X509Certificate2Collection authorities) => _authorities = authorities;
 
     /// <summary>Reads the authorities from <paramref name="path"/>; the message of the exception says what is wrong with it.</summary>
     /// <exception cref="ArgumentException">The file is missing, unreadable, or holds no certificate.</exception>
@@ -42,7 +35,8 @@ internal sealed class TrustedAuthorities
         }
         const string Begin = "-----BEGIN CERTIFICATE-----", End = "-----END CERTIFICATE-----";
         var authorities = new X509Certificate2Collection();
-        for (int start = pem.IndexOf(Begin, StringComparison.Ordinal); start >= 0; start = pem.IndexOf(Begin, start, StringComparison.Ordinal))
+        int start = 0;
+        while ((start = pem.IndexOf(Begin, start, StringComparison.Ordinal)) >= 0)
         {
             int end = pem.IndexOf(End, start, StringComparison.Ordinal);
             if (end < 0)
@@ -64,7 +58,7 @@ internal sealed class TrustedAuthorities
         {
             throw new ArgumentException($"the certificate authorities file '{path}' holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
         }
-        return new TrustedAuthorities(path, authorities);
+        return new TrustedAuthorities(authorities);
     }
 
     /// <summary>
