@@ -125,6 +125,9 @@ public class TlsTests(TrainedModelsFixture shared) : IClassFixture<TrainedModels
         // The container probe needs the certificate too.
         Assert.Equal(0, Programs.Run(Programs.QueryTower, ["healthcheck", query.Address, trusted.AuthorityPath, trusted.ClientCertificatePath, trusted.ClientKeyPath]).ExitCode);
         Assert.Equal(1, Programs.Run(Programs.QueryTower, ["healthcheck", query.Address, trusted.AuthorityPath]).ExitCode);
+        var halfACertificate = Programs.Run(Programs.QueryTower, ["healthcheck", query.Address, trusted.AuthorityPath, trusted.ClientCertificatePath]);
+        Assert.Equal(2, halfACertificate.ExitCode);
+        Assert.Contains("go together", halfACertificate.Error);
     }
 
     [Theory]

@@ -21,11 +21,15 @@ public static class HealthProbe
         try
         {
             var options = new GrpcChannelOptions();
+            if (args.Length is 4 or > 5)
+            {
+                throw new ArgumentException("expected ADDRESS [CA_FILE [CERT_FILE KEY_FILE]]: a client certificate's file and its key's go together");
+            }
             if (args.Length > 2)
             {
                 var handler = new SocketsHttpHandler();
                 TlsTrust.TrustOnly(handler, args[2]);
-                if (args.Length > 4)
+                if (args.Length == 5)
                 {
                     TlsTrust.PresentCertificate(handler, args[3], args[4]);
                 }
