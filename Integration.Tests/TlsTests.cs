@@ -233,7 +233,7 @@ public class TlsTests(TrainedModelsFixture shared) : IClassFixture<TrainedModels
     }
 
     [Fact]
-    public void TheClientLibrary_RefusesTrustedCaPathForACleartextAddress_AndAFileWithoutCertificates()
+    public void TheClientLibrary_RefusesABadTrustedCaPath_WhenTheClientIsMadeOrResolved()
     {
         var (trusted, _) = Authorities();
         var cleartext = Assert.Throws<ArgumentException>(() =>
@@ -242,6 +242,12 @@ public class TlsTests(TrainedModelsFixture shared) : IClassFixture<TrainedModels
         var noCertificate = Assert.Throws<ArgumentException>(() =>
             RetrievalClient.Create(new RetrievalClientOptions { Address = new Uri("https://127.0.0.1:5100"), TrustedCaPath = trusted.KeyPath }));
         Assert.Contains("holds no PEM certificate", noCertificate.Message);
+        // Through dependency injection the file is checked when the client is first resolved, not at its first call.
+        using var provider = new ServiceCollection()
+            .AddRetrievalClient(o => (o.Address, o.TrustedCaPath) = (new Uri("https://127.0.0.1:5100"), trusted.AuthorityPath + ".missing"))
+            .Services.BuildServiceProvider();
+        var missing = Assert.Throws<ArgumentException>(() => provider.GetRequiredService<RetrievalClient>());
+        Assert.Contains("cannot read the certificate authorities file", missing.Message);
     }
 
     private (TestCertificates Trusted, TestCertificates Other) Authorities()

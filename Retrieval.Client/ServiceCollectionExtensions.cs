@@ -2,6 +2,7 @@ using System;
 using Grpc.Net.ClientFactory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using Retrieval.Tls;
 using Retrieval.V1;
 
 namespace Retrieval.Client;
@@ -23,6 +24,10 @@ public static class ServiceCollectionExtensions
         services.AddOptions<RetrievalClientOptions>().Configure(configure).Validate(o =>
         {
             o.Validate();
+            if (!string.IsNullOrEmpty(o.TrustedCaPath))
+            {
+                TrustedAuthorities.Load(o.TrustedCaPath!); // a bad file fails the client's resolution, not its first call
+            }
             return true;
         });
         services.AddTransient(sp => new RetrievalClient(
