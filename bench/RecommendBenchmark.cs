@@ -8,6 +8,7 @@ using Retrieval.Client;
 using Retrieval.Core.Artifact;
 using Retrieval.Core.Data;
 using Retrieval.Core.Features;
+using Retrieval.Integration.Tests.Infrastructure;
 using Retrieval.Tooling;
 using Retrieval.Trainer.Training;
 using Retrieval.V1;
@@ -108,7 +109,7 @@ public static class RecommendBenchmark
         int candidatePort = FreePort(), queryPort = FreePort(), candidateMetricsPort = FreePort(), queryMetricsPort = FreePort();
         // On request, both hops over TLS: each service serves https with a certificate from an authority made for the
         // run, and the query service and the generator trust that authority alone.
-        var tls = options.Tls ? new Retrieval.Integration.Tests.Infrastructure.TestCertificates(Path.Combine(work, "tls"), "bench") : null;
+        var tls = options.Tls ? new TestCertificates(Path.Combine(work, "tls"), "bench") : null;
         string scheme = tls is null ? "http" : "https";
         string[] serving = tls?.KestrelArgs ?? [];
         string[] candidateTrust = tls is null ? [] : ["--CandidateTower:TrustedCaPath", tls.AuthorityPath];
@@ -490,7 +491,7 @@ public static class RecommendBenchmark
     /// After a phase with failed calls: a few Recommend calls over a new connection, to tell a service that is stuck from
     /// callers' connections that are (the generator's channels carry on into the next phase).
     /// </summary>
-    private static async Task ProbeFreshConnection(Uri address, Retrieval.Integration.Tests.Infrastructure.TestCertificates? tls, RecommendRequest request)
+    private static async Task ProbeFreshConnection(Uri address, TestCertificates? tls, RecommendRequest request)
     {
         using var fresh = RetrievalClient.Create(Caller(address, tls, 2));
         var answered = new List<double>();
@@ -514,10 +515,10 @@ public static class RecommendBenchmark
     }
 
     /// <summary>A generator channel's settings: no retries, a deadline, and over TLS the run's authority alone trusted.</summary>
-    private static RetrievalClientOptions Caller(Uri address, Retrieval.Integration.Tests.Infrastructure.TestCertificates? tls, double deadlineSeconds) =>
+    private static RetrievalClientOptions Caller(Uri address, TestCertificates? tls, double deadlineSeconds) =>
         new() { Address = address, Deadline = TimeSpan.FromSeconds(deadlineSeconds), MaxAttempts = 1, TrustedCaPath = tls?.AuthorityPath };
 
-    private static async Task WaitServing(string address, Retrieval.Integration.Tests.Infrastructure.TestCertificates? tls)
+    private static async Task WaitServing(string address, TestCertificates? tls)
     {
         using var channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions { HttpHandler = tls?.TrustingHandler() });
         var health = new Health.HealthClient(channel);
